@@ -1,0 +1,220 @@
+//! host-local's on-disk store, laid out exactly like the reference plugin's.
+//!
+//! `DATADIR/NETWORK/` holds one file per allocated address, named after the address and holding
+//! `CONTAINERID\r\nIFNAME`; `last_reserved_ip.N` remembers where round-robin allocation in range
+//! set N stopped; `lock` is `flock`ed by whoever changes the directory, podnet or the reference
+//! plugin alike, so a node can switch between them without losing an allocation.
+//!
+//! Crash safety: an address file is written under a temporary name and then `link`ed into place,
+//! so it appears complete or not at all. A plugin killed at any point therefore leaves either no
+//! file or a file that names its owner, which DEL or GC can free. Temporary files can only be
+//! left by a killed writer; as every writer holds the lock, they are stale whenever the lock is
+//! taken and are removed then.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::spec::CniError;
+
+/// Name of the lock file, shared with the reference plugin.
+const LOCK_FILE: &str = "lock";
+/// Prefix of `last_reserved_ip.N`.
+const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
+/// Prefix of podnet's temporary files; the reference plugin ignores them.
+const TEMP_PREFIX: &str = ".podnet-tmp-";
+/// Separator between container ID and interface name in an address file.
+const LINE_BREAK: &str = "\r\n";
+
+/// Who an address belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The container ID.
+    pub container_id: String,
+    /// The interface name; `None` in files written by old reference versions (ID only).
+    pub ifname: Option<String>,
+}
+
+impl Owner {
+    fn parse(text: &str) -> Self {
+        match text.trim().split_once(LINE_BREAK) {
+            Some((id, ifname)) => Owner {
+                container_id: id.trim().to_owned(),
+                ifname: Some(ifname.trim().to_owned()),
+            },
+            None => Owner {
+                container_id: text.trim().to_owned(),
+                ifname: None,
+            },
+        }
+    }
+
+    /// True when this owner is the attachment (`container_id`, `ifname`). Files without an
+    /// interface name belong to every interface of their container.
+    pub fn is(&self, container_id: &str, ifname: &str) -> bool {
+        self.container_id == container_id && self.ifname.as_deref().is_none_or(|own| own == ifname)
+    }
+}
+
+/// The directory of one network, locked for as long as this value lives.
+pub struct Store {
+    dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl Store {
+    /// Opens (creating it if needed) and locks the directory of `network` under `data_dir`.
+    pub fn lock(data_dir: &Path, network: &str) -> Result<Self, CniError> {
+        let dir = data_dir.join(network);
+        fs::create_dir_all(&dir).map_err(|err| io_error("create", &dir, err))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|err| io_error("open", &lock_path, err))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| io_error("lock", &lock_path, errno.into()))?;
+        let store = Store { dir, _lock: lock };
+        store.remove_stale_temporaries()?;
+        Ok(store)
+    }
+
+    /// Opens the directory of `network` for reading only when it exists, locked.
+    pub fn lock_existing(data_dir: &Path, network: &str) -> Result<Option<Self>, CniError> {
+        if !data_dir.join(network).is_dir() {
+            return Ok(None);
+        }
+        Self::lock(data_dir, network).map(Some)
+    }
+
+    /// Every allocated address with its owner.
+    pub fn reservations(&self) -> Result<Vec<(IpAddr, Owner)>, CniError> {
+        let entries = fs::read_dir(&self.dir).map_err(|err| io_error("list", &self.dir, err))?;
+        let mut reservations = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|err| io_error("list", &self.dir, err))?;
+            let Some(ip) = entry.file_name().to_str().and_then(|name| name.parse::<IpAddr>().ok()) else {
+                continue;
+            };
+            match fs::read_to_string(entry.path()) {
+                Ok(text) => reservations.push((ip, Owner::parse(&text))),
+                // Released by a concurrent reader-less path (e.g. manual cleanup): not ours.
+                Err(err) if err.kind() == ErrorKind::NotFound => {}
+                Err(err) => return Err(io_error("read", &entry.path(), err)),
+            }
+        }
+        Ok(reservations)
+    }
+
+    /// Whether `ip` is allocated.
+    pub fn is_reserved(&self, ip: IpAddr) -> bool {
+        self.address_path(ip).exists()
+    }
+
+    /// Allocates `ip` to the attachment; returns false when somebody holds it already.
+    pub fn reserve(&self, ip: IpAddr, container_id: &str, ifname: &str, range_set: usize) -> Result<bool, CniError> {
+        let temporary = self.write_temporary(&format!("{container_id}{LINE_BREAK}{ifname}"))?;
+        let target = self.address_path(ip);
+        let linked = fs::hard_link(&temporary, &target);
+        let _ = fs::remove_file(&temporary);
+        match linked {
+            Ok(()) => {}
+            Err(err) if err.kind() == ErrorKind::AlreadyExists => return Ok(false),
+            Err(err) => return Err(io_error("create", &target, err)),
+        }
+        let last = self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_set}"));
+        let temporary = self.write_temporary(&ip.to_string())?;
+        fs::rename(&temporary, &last).map_err(|err| io_error("write", &last, err))?;
+        Ok(true)
+    }
+
+    /// Frees `ip`; freeing a free address succeeds.
+    pub fn release(&self, ip: IpAddr) -> Result<(), CniError> {
+        let path = self.address_path(ip);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(io_error("remove", &path, err)),
+        }
+    }
+
+    /// Where round-robin allocation in `range_set` stopped last time.
+    pub fn last_reserved(&self, range_set: usize) -> Option<IpAddr> {
+        fs::read_to_string(self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_set}")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn address_path(&self, ip: IpAddr) -> PathBuf {
+        self.dir.join(ip.to_string())
+    }
+
+    fn write_temporary(&self, content: &str) -> Result<PathBuf, CniError> {
+        let path = self.dir.join(format!("{TEMP_PREFIX}{}", std::process::id()));
+        fs::write(&path, content).map_err(|err| io_error("write", &path, err))?;
+        Ok(path)
+    }
+
+    fn remove_stale_temporaries(&self) -> Result<(), CniError> {
+        let entries = fs::read_dir(&self.dir).map_err(|err| io_error("list", &self.dir, err))?;
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn io_error(action: &str, path: &Path, err: std::io::Error) -> CniError {
+    CniError::io(format!("host-local: cannot {action} {}", path.display())).details(err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("podnet-store-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn writes_the_reference_layout() {
+        let data = temp_dir("layout");
+        let store = Store::lock(&data, "net").unwrap();
+        let ip: IpAddr = "10.88.7.2".parse().unwrap();
+        assert!(store.reserve(ip, "h1", "eth0", 0).unwrap());
+        assert!(!store.reserve(ip, "h2", "eth0", 0).unwrap(), "double allocation");
+        assert_eq!(fs::read(data.join("net/10.88.7.2")).unwrap(), b"h1\r\neth0");
+        assert_eq!(fs::read_to_string(data.join("net/last_reserved_ip.0")).unwrap(), "10.88.7.2");
+        assert!(data.join("net/lock").exists());
+        let names: Vec<_> = fs::read_dir(data.join("net")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 3, "no temporary left: {names:?}");
+        drop(store);
+        fs::remove_dir_all(data).unwrap();
+    }
+
+    #[test]
+    fn reads_old_id_only_files_and_cleans_stale_temporaries() {
+        let data = temp_dir("legacy");
+        fs::create_dir_all(data.join("net")).unwrap();
+        fs::write(data.join("net/10.0.0.9"), "oldcontainer").unwrap();
+        fs::write(data.join("net/.podnet-tmp-99999"), "half written").unwrap();
+        let store = Store::lock(&data, "net").unwrap();
+        let reservations = store.reservations().unwrap();
+        assert_eq!(reservations.len(), 1);
+        assert!(reservations[0].1.is("oldcontainer", "eth7"));
+        assert!(!data.join("net/.podnet-tmp-99999").exists());
+        drop(store);
+        fs::remove_dir_all(data).unwrap();
+    }
+}

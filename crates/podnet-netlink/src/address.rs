@@ -1,0 +1,98 @@
+//! IP addresses on links.
+//!
+//! Adding `10.0.0.2/24` to a link does two things: the kernel answers for 10.0.0.2 and installs
+//! a "connected" route to 10.0.0.0/24 through that link (protocol `kernel`, scope `link`).
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use crate::error::Result;
+use crate::socket::{Create, Netlink};
+
+/// An address assigned to a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Address {
+    /// Interface index of the link that holds the address.
+    pub index: u32,
+    /// The address with its prefix length.
+    pub address: IpNet,
+}
+
+impl Netlink {
+    /// All addresses of the namespace, or only those of link `index`.
+    pub fn addresses(&mut self, index: Option<u32>) -> Result<Vec<Address>> {
+        let replies = self.query(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            true,
+            || "list addresses".into(),
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewAddress(message) => parse_address(message),
+                _ => None,
+            })
+            .filter(|address| index.is_none_or(|index| address.index == index))
+            .collect())
+    }
+
+    /// Assigns `address` to link `index` (with the broadcast address for IPv4, as `ip addr add
+    /// ... brd +` does); fails with EEXIST when the link has it already.
+    pub fn add_address(&mut self, index: u32, address: IpNet) -> Result<()> {
+        let mut message = address_message(index, address);
+        if let IpNet::V4(v4) = address {
+            if v4.prefix_len() < 31 {
+                message.attributes.push(AddressAttribute::Broadcast(v4.broadcast()));
+            }
+        }
+        self.execute(RouteNetlinkMessage::NewAddress(message), Some(Create::Exclusive), || {
+            format!("add address {address} to link #{index}")
+        })
+    }
+
+    /// Removes `address` from link `index`.
+    pub fn delete_address(&mut self, index: u32, address: IpNet) -> Result<()> {
+        self.execute(RouteNetlinkMessage::DelAddress(address_message(index, address)), None, || {
+            format!("remove address {address} from link #{index}")
+        })
+    }
+}
+
+fn address_message(index: u32, address: IpNet) -> AddressMessage {
+    let mut message = AddressMessage::default();
+    message.header.index = index;
+    message.header.prefix_len = address.prefix_len();
+    message.header.family = family(address.addr());
+    message.attributes.push(AddressAttribute::Local(address.addr()));
+    message.attributes.push(AddressAttribute::Address(address.addr()));
+    message
+}
+
+pub(crate) fn family(ip: IpAddr) -> AddressFamily {
+    match ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+fn parse_address(message: AddressMessage) -> Option<Address> {
+    // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on point-to-point links
+    // and equal to IFA_LOCAL otherwise. IPv6 only sends IFA_ADDRESS.
+    let mut local = None;
+    let mut address = None;
+    for attribute in message.attributes {
+        match attribute {
+            AddressAttribute::Local(ip) => local = Some(ip),
+            AddressAttribute::Address(ip) => address = Some(ip),
+            _ => {}
+        }
+    }
+    let ip = local.or(address)?;
+    Some(Address {
+        index: message.header.index,
+        address: IpNet::new(ip, message.header.prefix_len).ok()?,
+    })
+}
