@@ -14,7 +14,12 @@ use crate::spec::{CniError, CniResult, Command, ErrorCode};
 /// Runs the IPAM plugin `plugin_type` for `command` with the caller's configuration.
 ///
 /// Returns the result for ADD and `None` for the other commands.
-pub fn run(plugin_type: &str, command: Command, call: &Call, stdin: &[u8]) -> Result<Option<CniResult>, CniError> {
+pub fn run(
+    plugin_type: &str,
+    command: Command,
+    call: &Call,
+    stdin: &[u8],
+) -> Result<Option<CniResult>, CniError> {
     let executable = find(plugin_type, call)?;
     let mut child = Process::new(&executable)
         .env("CNI_COMMAND", command.as_str())
@@ -23,12 +28,14 @@ pub fn run(plugin_type: &str, command: Command, call: &Call, stdin: &[u8]) -> Re
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|err| {
-            CniError::generic(format!("cannot run IPAM plugin {}", executable.display())).details(err.to_string())
+            CniError::generic(format!("cannot run IPAM plugin {}", executable.display()))
+                .details(err.to_string())
         })?;
     // The configuration is small; if the plugin exits without reading it, its answer says why.
     let _ = child.stdin.take().expect("stdin is piped").write_all(stdin);
     let output = child.wait_with_output().map_err(|err| {
-        CniError::generic(format!("IPAM plugin {} did not finish", executable.display())).details(err.to_string())
+        CniError::generic(format!("IPAM plugin {} did not finish", executable.display()))
+            .details(err.to_string())
     })?;
     if !output.status.success() {
         return Err(delegated_error(plugin_type, &output.stdout));
@@ -37,8 +44,11 @@ pub fn run(plugin_type: &str, command: Command, call: &Call, stdin: &[u8]) -> Re
         return Ok(None);
     }
     let value: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|err| {
-        CniError::new(ErrorCode::Decoding, format!("IPAM plugin {plugin_type} printed an invalid result"))
-            .details(err.to_string())
+        CniError::new(
+            ErrorCode::Decoding,
+            format!("IPAM plugin {plugin_type} printed an invalid result"),
+        )
+        .details(err.to_string())
     })?;
     CniResult::from_value(&value).map(Some)
 }
@@ -65,7 +75,9 @@ fn delegated_error(plugin_type: &str, stdout: &[u8]) -> CniError {
 /// The first executable named `plugin_type` in `CNI_PATH`.
 fn find(plugin_type: &str, call: &Call) -> Result<PathBuf, CniError> {
     if plugin_type.is_empty() || plugin_type.contains('/') {
-        return Err(CniError::invalid_config(format!("invalid plugin type {plugin_type:?}")));
+        return Err(CniError::invalid_config(format!(
+            "invalid plugin type {plugin_type:?}"
+        )));
     }
     call.env
         .path
@@ -73,8 +85,16 @@ fn find(plugin_type: &str, call: &Call) -> Result<PathBuf, CniError> {
         .map(|dir| dir.join(plugin_type))
         .find(|candidate| candidate.is_file())
         .ok_or_else(|| {
-            let dirs: Vec<String> = call.env.path.iter().map(|dir| dir.display().to_string()).collect();
-            CniError::generic(format!("failed to find plugin {plugin_type:?} in path [{}]", dirs.join(" ")))
-                .details("install the plugin into a directory listed in CNI_PATH")
+            let dirs: Vec<String> = call
+                .env
+                .path
+                .iter()
+                .map(|dir| dir.display().to_string())
+                .collect();
+            CniError::generic(format!(
+                "failed to find plugin {plugin_type:?} in path [{}]",
+                dirs.join(" ")
+            ))
+            .details("install the plugin into a directory listed in CNI_PATH")
         })
 }

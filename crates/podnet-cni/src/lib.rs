@@ -7,8 +7,11 @@
 //! executable's life cycle, and each plugin module one plugin.
 
 pub mod delegate;
+pub mod firewall;
 pub mod ipam;
+pub mod plugins;
 pub mod skel;
 pub mod spec;
+pub mod state;
 
 pub use skel::{Call, Plugin};

@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::spec::{CniError, CniResult, Command, Environment, ErrorCode, SUPPORTED, Version, decode, version_of};
+use crate::spec::{
+    CniError, CniResult, Command, Environment, ErrorCode, SUPPORTED, Version, decode, version_of,
+};
 
 /// One invocation: the environment and the decoded configuration.
 #[derive(Debug)]
@@ -75,12 +77,19 @@ pub fn main(plugin: &dyn Plugin) -> ExitCode {
     let read = std::io::stdin().read_to_end(&mut stdin);
     let answer = match read {
         Ok(_) => run(plugin, |name| std::env::var(name).ok(), &stdin),
-        Err(err) => failure(Version::LATEST, &CniError::io("cannot read stdin").details(err.to_string())),
+        Err(err) => failure(
+            Version::LATEST,
+            &CniError::io("cannot read stdin").details(err.to_string()),
+        ),
     };
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(answer.stdout.as_bytes());
     let _ = stdout.flush();
-    if answer.success { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if answer.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Runs one invocation and returns what to print; the testable core of [`main`].
@@ -116,7 +125,11 @@ fn dispatch(plugin: &dyn Plugin, call: &Call) -> Result<String, CniError> {
     let refuse = |since: &str| {
         Err(CniError::new(
             ErrorCode::IncompatibleVersion,
-            format!("config version {} does not allow {}", call.version, command.as_str()),
+            format!(
+                "config version {} does not allow {}",
+                call.version,
+                command.as_str()
+            ),
         )
         .details(format!("{} needs cniVersion {since} or later", command.as_str())))
     };
@@ -143,7 +156,10 @@ fn version_answer() -> String {
 }
 
 fn success(stdout: String) -> Answer {
-    Answer { stdout, success: true }
+    Answer {
+        stdout,
+        success: true,
+    }
 }
 
 fn failure(version: Version, err: &CniError) -> Answer {

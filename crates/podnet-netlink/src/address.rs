@@ -43,21 +43,27 @@ impl Netlink {
     /// ... brd +` does); fails with EEXIST when the link has it already.
     pub fn add_address(&mut self, index: u32, address: IpNet) -> Result<()> {
         let mut message = address_message(index, address);
-        if let IpNet::V4(v4) = address {
-            if v4.prefix_len() < 31 {
-                message.attributes.push(AddressAttribute::Broadcast(v4.broadcast()));
-            }
+        if let IpNet::V4(v4) = address
+            && v4.prefix_len() < 31
+        {
+            message
+                .attributes
+                .push(AddressAttribute::Broadcast(v4.broadcast()));
         }
-        self.execute(RouteNetlinkMessage::NewAddress(message), Some(Create::Exclusive), || {
-            format!("add address {address} to link #{index}")
-        })
+        self.execute(
+            RouteNetlinkMessage::NewAddress(message),
+            Some(Create::Exclusive),
+            || format!("add address {address} to link #{index}"),
+        )
     }
 
     /// Removes `address` from link `index`.
     pub fn delete_address(&mut self, index: u32, address: IpNet) -> Result<()> {
-        self.execute(RouteNetlinkMessage::DelAddress(address_message(index, address)), None, || {
-            format!("remove address {address} from link #{index}")
-        })
+        self.execute(
+            RouteNetlinkMessage::DelAddress(address_message(index, address)),
+            None,
+            || format!("remove address {address} from link #{index}"),
+        )
     }
 }
 

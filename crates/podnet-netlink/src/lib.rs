@@ -22,5 +22,5 @@ pub use address::Address;
 pub use error::{Error, Result};
 pub use link::{Link, LinkKind, VethPair, format_mac};
 pub use netns::Netns;
-pub use route::{Route, RouteProtocol};
+pub use route::{Route, RouteProtocol, RouteScope};
 pub use socket::Netlink;

@@ -9,8 +9,8 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage,
 };
 
 use crate::error::{Error, Result};
@@ -102,7 +102,8 @@ impl Netlink {
 
     /// The link named `name`, or an error saying it does not exist.
     pub fn require_link(&mut self, name: &str) -> Result<Link> {
-        self.link(name)?.ok_or_else(|| Error::NotFound(format!("link {name}")))
+        self.link(name)?
+            .ok_or_else(|| Error::NotFound(format!("link {name}")))
     }
 
     fn get_link(&mut self, message: LinkMessage, operation: impl FnOnce() -> String) -> Result<Option<Link>> {
@@ -117,17 +118,24 @@ impl Netlink {
     }
 
     /// Creates a bridge named `name`; fails with EEXIST when a link of that name exists.
-    pub fn add_bridge(&mut self, name: &str, mtu: Option<u32>) -> Result<()> {
+    ///
+    /// A bridge without an address of its own borrows the lowest one of its ports and changes
+    /// it as ports come and go, which leaves stale ARP entries for the gateway in every
+    /// container; giving it `mac` at creation pins it.
+    pub fn add_bridge(&mut self, name: &str, mac: [u8; 6], mtu: Option<u32>) -> Result<()> {
         let mut message = named(name);
+        message.attributes.push(LinkAttribute::Address(mac.to_vec()));
         if let Some(mtu) = mtu {
             message.attributes.push(LinkAttribute::Mtu(mtu));
         }
         message
             .attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
-        self.execute(RouteNetlinkMessage::NewLink(message), Some(Create::Exclusive), || {
-            format!("create bridge {name}")
-        })
+        self.execute(
+            RouteNetlinkMessage::NewLink(message),
+            Some(Create::Exclusive),
+            || format!("create bridge {name}"),
+        )
     }
 
     /// Creates a veth pair in one request, its peer directly in the peer namespace.
@@ -152,9 +160,11 @@ impl Netlink {
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
         ]));
-        self.execute(RouteNetlinkMessage::NewLink(message), Some(Create::Exclusive), || {
-            format!("create veth pair {} <-> {}", pair.name, pair.peer_name)
-        })
+        self.execute(
+            RouteNetlinkMessage::NewLink(message),
+            Some(Create::Exclusive),
+            || format!("create veth pair {} <-> {}", pair.name, pair.peer_name),
+        )
     }
 
     /// Brings a link up.
@@ -168,7 +178,11 @@ impl Netlink {
     /// Sets or clears promiscuous mode.
     pub fn set_promiscuous(&mut self, index: u32, on: bool) -> Result<()> {
         let mut message = indexed(index);
-        message.header.flags = if on { LinkFlags::Promisc } else { LinkFlags::empty() };
+        message.header.flags = if on {
+            LinkFlags::Promisc
+        } else {
+            LinkFlags::empty()
+        };
         message.header.change_mask = LinkFlags::Promisc;
         self.set_link(message, || format!("set promiscuous mode of link #{index}"))
     }
@@ -263,5 +277,8 @@ fn parse_link(message: LinkMessage) -> Link {
 
 /// Formats a hardware address the way `ip link` does (`0a:58:0a:00:0a:02`).
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter().map(|byte| format!("{byte:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }

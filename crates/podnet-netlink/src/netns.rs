@@ -50,8 +50,7 @@ impl Netns {
         if fs.filesystem_type() != NSFS_MAGIC && fs.filesystem_type() != PROC_SUPER_MAGIC {
             return Err(Error::Netns {
                 path: path.to_owned(),
-                reason: "not a network namespace (expected an nsfs bind mount or /proc/PID/ns/net)"
-                    .into(),
+                reason: "not a network namespace (expected an nsfs bind mount or /proc/PID/ns/net)".into(),
             });
         }
         Ok(Netns {
@@ -173,8 +172,7 @@ pub fn named_path(name: &str) -> Result<PathBuf> {
 /// Makes `/run/netns` a shared mount point, as `ip netns add` does, so that pins made later
 /// propagate into mount namespaces created earlier (container runtimes rely on this).
 fn prepare_run_dir() -> Result<()> {
-    fs::create_dir_all(NETNS_RUN_DIR)
-        .map_err(|err| Error::system(format!("create {NETNS_RUN_DIR}"), err))?;
+    fs::create_dir_all(NETNS_RUN_DIR).map_err(|err| Error::system(format!("create {NETNS_RUN_DIR}"), err))?;
     let make_shared = || {
         mount(
             None::<&str>,

@@ -10,15 +10,14 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric, RouteScope,
-    RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric, RouteType,
 };
 
 use crate::address::family;
 use crate::error::Result;
 use crate::socket::{Create, Netlink};
 
-pub use netlink_packet_route::route::RouteProtocol;
+pub use netlink_packet_route::route::{RouteProtocol, RouteScope};
 
 /// The main routing table, the one `ip route` shows.
 pub const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
@@ -96,9 +95,13 @@ impl Route {
         }
         message
             .attributes
-            .push(RouteAttribute::Destination(RouteAddress::from(self.destination.network())));
+            .push(RouteAttribute::Destination(RouteAddress::from(
+                self.destination.network(),
+            )));
         if let Some(gateway) = self.gateway {
-            message.attributes.push(RouteAttribute::Gateway(RouteAddress::from(gateway)));
+            message
+                .attributes
+                .push(RouteAttribute::Gateway(RouteAddress::from(gateway)));
         }
         if let Some(index) = self.output {
             message.attributes.push(RouteAttribute::Oif(index));
@@ -107,10 +110,14 @@ impl Route {
             message.attributes.push(RouteAttribute::Priority(priority));
         }
         if let Some(source) = self.source {
-            message.attributes.push(RouteAttribute::PrefSource(RouteAddress::from(source)));
+            message
+                .attributes
+                .push(RouteAttribute::PrefSource(RouteAddress::from(source)));
         }
         if let Some(mtu) = self.mtu {
-            message.attributes.push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+            message
+                .attributes
+                .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
         }
         message
     }
@@ -136,16 +143,20 @@ impl Netlink {
 
     /// Installs a route; fails with EEXIST when the same route exists.
     pub fn add_route(&mut self, route: &Route) -> Result<()> {
-        self.execute(RouteNetlinkMessage::NewRoute(route.message()), Some(Create::Exclusive), || {
-            format!("add route {}", describe(route))
-        })
+        self.execute(
+            RouteNetlinkMessage::NewRoute(route.message()),
+            Some(Create::Exclusive),
+            || format!("add route {}", describe(route)),
+        )
     }
 
     /// Installs a route, replacing any route to the same destination and metric.
     pub fn replace_route(&mut self, route: &Route) -> Result<()> {
-        self.execute(RouteNetlinkMessage::NewRoute(route.message()), Some(Create::Replace), || {
-            format!("replace route {}", describe(route))
-        })
+        self.execute(
+            RouteNetlinkMessage::NewRoute(route.message()),
+            Some(Create::Replace),
+            || format!("replace route {}", describe(route)),
+        )
     }
 
     /// Removes a route.

@@ -41,10 +41,7 @@ impl Netlink {
         // Ask for extended acks so the kernel says which attribute it rejected; older kernels
         // without the option still work.
         let _ = socket.set_ext_ack(true);
-        Ok(Netlink {
-            socket,
-            sequence: 0,
-        })
+        Ok(Netlink { socket, sequence: 0 })
     }
 
     /// Connects to the namespace `netns`, without changing the calling thread's namespace.
@@ -106,7 +103,10 @@ impl Netlink {
                     .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err.to_string()))?;
                 let length = reply.header.length as usize;
                 if length == 0 {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "zero-length netlink message"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "zero-length netlink message",
+                    ));
                 }
                 offset += length;
                 if reply.header.sequence_number != self.sequence {

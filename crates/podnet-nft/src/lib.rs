@@ -9,9 +9,44 @@
 //! for an RCU grace period when it exits (10-20 ms measured), while one that only adds returns in
 //! about 3 ms. Hot paths should therefore add, and delete only when something really goes away.
 
+mod probe;
+
+pub use probe::table_exists;
+
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
+
+/// An nftables address family, as written in nft scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `ip`: IPv4 only.
+    Ip,
+    /// `ip6`: IPv6 only.
+    Ip6,
+    /// `inet`: IPv4 and IPv6 in one table.
+    Inet,
+}
+
+impl Family {
+    /// The family keyword of nft scripts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Ip => "ip",
+            Family::Ip6 => "ip6",
+            Family::Inet => "inet",
+        }
+    }
+
+    /// The `NFPROTO_*` number of the family.
+    fn nfproto(self) -> u8 {
+        match self {
+            Family::Inet => 1,
+            Family::Ip => 2,
+            Family::Ip6 => 10,
+        }
+    }
+}
 
 /// The nft executable, found on `PATH`.
 const NFT: &str = "nft";

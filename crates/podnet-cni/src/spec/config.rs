@@ -54,14 +54,19 @@ struct CommonKeys {
 /// Decodes stdin into a JSON object; malformed or empty input is error 6.
 pub fn decode(stdin: &[u8]) -> Result<Value, CniError> {
     if stdin.iter().all(u8::is_ascii_whitespace) {
-        return Err(CniError::new(ErrorCode::Decoding, "empty network configuration on stdin")
-            .details("the runtime must write the network configuration JSON to the plugin's stdin"));
+        return Err(
+            CniError::new(ErrorCode::Decoding, "empty network configuration on stdin")
+                .details("the runtime must write the network configuration JSON to the plugin's stdin"),
+        );
     }
     let value: Value = serde_json::from_slice(stdin).map_err(|err| {
         CniError::new(ErrorCode::Decoding, "cannot decode network configuration").details(err.to_string())
     })?;
     if !value.is_object() {
-        return Err(CniError::new(ErrorCode::Decoding, "network configuration must be a JSON object"));
+        return Err(CniError::new(
+            ErrorCode::Decoding,
+            "network configuration must be a JSON object",
+        ));
     }
     Ok(value)
 }
@@ -74,10 +79,15 @@ pub fn version_of(config: &Value) -> Result<Version, CniError> {
         Some(Value::String(text)) => text.parse().map_err(|_| {
             CniError::new(
                 ErrorCode::IncompatibleVersion,
-                format!("incompatible CNI versions: config is {text:?}, plugin supports {}", supported_list()),
+                format!(
+                    "incompatible CNI versions: config is {text:?}, plugin supports {}",
+                    supported_list()
+                ),
             )
         }),
-        Some(other) => Err(CniError::invalid_config(format!("cniVersion must be a string, not {other}"))),
+        Some(other) => Err(CniError::invalid_config(format!(
+            "cniVersion must be a string, not {other}"
+        ))),
     }
 }
 
@@ -101,7 +111,11 @@ impl<P: DeserializeOwned> NetConf<P> {
             .name
             .ok_or_else(|| CniError::invalid_config("network configuration has no \"name\""))?;
         validate_network_name(&name)?;
-        let prev_result = common.prev_result.as_ref().map(CniResult::from_value).transpose()?;
+        let prev_result = common
+            .prev_result
+            .as_ref()
+            .map(CniResult::from_value)
+            .transpose()?;
         Ok(NetConf {
             cni_version,
             name,
@@ -118,11 +132,18 @@ impl<P: DeserializeOwned> NetConf<P> {
 /// letter or digit (the spec's rule).
 fn validate_network_name(name: &str) -> Result<(), CniError> {
     let valid_start = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    if valid_start && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+    if valid_start
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
         return Ok(());
     }
-    Err(CniError::invalid_config(format!("invalid network name {name:?}"))
-        .details("a network name starts with a letter or digit and holds only letters, digits, '_', '.' and '-'"))
+    Err(
+        CniError::invalid_config(format!("invalid network name {name:?}")).details(
+            "a network name starts with a letter or digit and holds only letters, digits, '_', '.' and '-'",
+        ),
+    )
 }
 
 #[cfg(test)]

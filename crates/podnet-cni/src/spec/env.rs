@@ -106,10 +106,11 @@ impl Environment {
             .map(|(name, _)| *name)
             .collect();
         if !missing.is_empty() {
-            return Err(
-                CniError::invalid_env(format!("required env variables [{}] missing", missing.join(",")))
-                    .details(format!("the runtime must set them for {}", command.as_str())),
-            );
+            return Err(CniError::invalid_env(format!(
+                "required env variables [{}] missing",
+                missing.join(",")
+            ))
+            .details(format!("the runtime must set them for {}", command.as_str())));
         }
         let container_id = get("CNI_CONTAINERID").unwrap_or_default();
         let netns = get("CNI_NETNS").map(PathBuf::from);
@@ -190,8 +191,9 @@ pub fn validate_ifname(name: &str) -> Result<(), CniError> {
     } else {
         return Ok(());
     };
-    Err(CniError::invalid_env(problem)
-        .details(format!("{name:?}: an interface name has 1 to 15 characters and no '/', ':' or whitespace")))
+    Err(CniError::invalid_env(problem).details(format!(
+        "{name:?}: an interface name has 1 to 15 characters and no '/', ':' or whitespace"
+    )))
 }
 
 #[cfg(test)]
@@ -239,7 +241,10 @@ mod tests {
             assert_eq!(err.msg, format!("required env variables [{missing}] missing"));
         }
         let err = env_of(&[("CNI_COMMAND", "ADD")]).unwrap_err();
-        assert_eq!(err.msg, "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME,CNI_PATH] missing");
+        assert_eq!(
+            err.msg,
+            "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME,CNI_PATH] missing"
+        );
     }
 
     #[test]
@@ -250,7 +255,10 @@ mod tests {
             .filter(|(k, _)| *k != "CNI_NETNS")
             .collect();
         assert!(env_of(&del).unwrap().netns.is_none());
-        assert_eq!(env_of(&[("CNI_COMMAND", "VERSION")]).unwrap().command, Command::Version);
+        assert_eq!(
+            env_of(&[("CNI_COMMAND", "VERSION")]).unwrap().command,
+            Command::Version
+        );
     }
 
     #[test]

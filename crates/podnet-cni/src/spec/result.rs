@@ -184,11 +184,18 @@ impl CniResult {
                 object.insert("ips".into(), Value::Array(ips));
             }
             if !self.routes.is_empty() {
-                let routes = self.routes.iter().map(|route| route_value(route, modern_attributes)).collect();
+                let routes = self
+                    .routes
+                    .iter()
+                    .map(|route| route_value(route, modern_attributes))
+                    .collect();
                 object.insert("routes".into(), Value::Array(routes));
             }
         }
-        object.insert("dns".into(), serde_json::to_value(&self.dns).expect("dns serializes"));
+        object.insert(
+            "dns".into(),
+            serde_json::to_value(&self.dns).expect("dns serializes"),
+        );
         Value::Object(object)
     }
 

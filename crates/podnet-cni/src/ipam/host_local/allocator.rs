@@ -11,7 +11,11 @@ use std::net::IpAddr;
 use super::config::{Range, next};
 
 /// The first free address of `ranges`, searching after `last_reserved`; `None` when full.
-pub fn select(ranges: &[Range], last_reserved: Option<IpAddr>, is_taken: impl Fn(IpAddr) -> bool) -> Option<IpAddr> {
+pub fn select(
+    ranges: &[Range],
+    last_reserved: Option<IpAddr>,
+    is_taken: impl Fn(IpAddr) -> bool,
+) -> Option<IpAddr> {
     candidates(ranges, last_reserved).find(|&ip| !is_taken(ip))
 }
 
@@ -20,7 +24,9 @@ fn candidates(ranges: &[Range], last_reserved: Option<IpAddr>) -> impl Iterator<
     // Where to start: just after the last reserved address when it lies in one of the ranges.
     let (first_range, first_ip) = last_reserved
         .and_then(|last| {
-            let index = ranges.iter().position(|range| range.start <= last && last <= range.end)?;
+            let index = ranges
+                .iter()
+                .position(|range| range.start <= last && last <= range.end)?;
             let range = &ranges[index];
             if last == range.end {
                 let following = (index + 1) % ranges.len();
@@ -92,9 +98,15 @@ mod tests {
     #[test]
     fn continues_after_the_last_reserved_and_wraps() {
         let ranges = [range("10.0.0.0/29", "10.0.0.1", "10.0.0.6", "10.0.0.1")];
-        assert_eq!(select(&ranges, Some(ip("10.0.0.4")), |_| false), Some(ip("10.0.0.5")));
+        assert_eq!(
+            select(&ranges, Some(ip("10.0.0.4")), |_| false),
+            Some(ip("10.0.0.5"))
+        );
         let taken: HashSet<IpAddr> = ["10.0.0.5", "10.0.0.6"].iter().map(|s| ip(s)).collect();
-        assert_eq!(select(&ranges, Some(ip("10.0.0.4")), |ip| taken.contains(&ip)), Some(ip("10.0.0.2")));
+        assert_eq!(
+            select(&ranges, Some(ip("10.0.0.4")), |ip| taken.contains(&ip)),
+            Some(ip("10.0.0.2"))
+        );
     }
 
     #[test]
@@ -103,25 +115,45 @@ mod tests {
             range("10.88.12.0/30", "10.88.12.1", "10.88.12.2", "10.88.12.1"),
             range("10.88.13.0/29", "10.88.13.1", "10.88.13.6", "10.88.13.1"),
         ];
-        for last in [None, Some(ip("10.88.12.2")), Some(ip("10.88.13.3")), Some(ip("10.88.13.6")), Some(ip("192.0.2.1"))] {
+        for last in [
+            None,
+            Some(ip("10.88.12.2")),
+            Some(ip("10.88.13.3")),
+            Some(ip("10.88.13.6")),
+            Some(ip("192.0.2.1")),
+        ] {
             let all: Vec<IpAddr> = candidates(&ranges, last).collect();
             let unique: HashSet<IpAddr> = all.iter().copied().collect();
             assert_eq!(all.len(), 6, "{last:?}: {all:?}");
             assert_eq!(unique.len(), 6, "{last:?}: {all:?}");
         }
         // After the end of the first range the search moves on to the second.
-        assert_eq!(select(&ranges, Some(ip("10.88.12.2")), |_| false), Some(ip("10.88.13.2")));
+        assert_eq!(
+            select(&ranges, Some(ip("10.88.12.2")), |_| false),
+            Some(ip("10.88.13.2"))
+        );
     }
 
     #[test]
     fn full_range_yields_nothing() {
         let ranges = [range("10.0.0.0/30", "10.0.0.1", "10.0.0.2", "10.0.0.1")];
-        assert_eq!(select(&ranges, None, |ip| ip == "10.0.0.2".parse::<IpAddr>().unwrap()), None);
+        assert_eq!(
+            select(&ranges, None, |ip| ip == "10.0.0.2".parse::<IpAddr>().unwrap()),
+            None
+        );
     }
 
     #[test]
     fn ipv6_ranges_allocate_too() {
-        let ranges = [range("fd00:10::/64", "fd00:10::1", "fd00:10::ffff:ffff:ffff:ffff", "fd00:10::1")];
-        assert_eq!(select(&ranges, Some(ip("fd00:10::4")), |_| false), Some(ip("fd00:10::5")));
+        let ranges = [range(
+            "fd00:10::/64",
+            "fd00:10::1",
+            "fd00:10::ffff:ffff:ffff:ffff",
+            "fd00:10::1",
+        )];
+        assert_eq!(
+            select(&ranges, Some(ip("fd00:10::4")), |_| false),
+            Some(ip("fd00:10::5"))
+        );
     }
 }

@@ -100,13 +100,17 @@ impl Config {
             .enumerate()
             .map(|(index, set)| {
                 range_set(set).map_err(|err| {
-                    CniError::invalid_config(format!("invalid range set {index}: {}", err.msg)).details(err.details)
+                    CniError::invalid_config(format!("invalid range set {index}: {}", err.msg))
+                        .details(err.details)
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let all: Vec<&Range> = range_sets.iter().flatten().collect();
         for (index, a) in all.iter().enumerate() {
-            if let Some(b) = all[index + 1..].iter().find(|b| a.start <= b.end && b.start <= a.end) {
+            if let Some(b) = all[index + 1..]
+                .iter()
+                .find(|b| a.start <= b.end && b.start <= a.end)
+            {
                 return Err(CniError::invalid_config(format!(
                     "ranges overlap: {} and {}",
                     describe(a),
@@ -144,13 +148,20 @@ fn range(written: &RangeKeys) -> Result<Range, CniError> {
             .details("write the subnet as ADDRESS/PREFIX, e.g. 10.22.0.0/16")
     })?;
     if subnet.network() != subnet.addr() {
-        return Err(CniError::invalid_config(format!("network {subnet} has host bits set"))
-            .details(format!("for a /{} the network address is {}", subnet.prefix_len(), subnet.trunc())));
+        return Err(
+            CniError::invalid_config(format!("network {subnet} has host bits set")).details(format!(
+                "for a /{} the network address is {}",
+                subnet.prefix_len(),
+                subnet.trunc()
+            )),
+        );
     }
     let usable_bits = subnet.max_prefix_len() - subnet.prefix_len();
     if usable_bits < 2 {
-        return Err(CniError::invalid_config(format!("network {subnet} too small to allocate from"))
-            .details("use a prefix of at most /30 (IPv4) or /126 (IPv6)"));
+        return Err(
+            CniError::invalid_config(format!("network {subnet} too small to allocate from"))
+                .details("use a prefix of at most /30 (IPv4) or /126 (IPv6)"),
+        );
     }
     let network = subnet.network();
     // IPv4 reserves the broadcast address; IPv6 has none.
@@ -164,14 +175,20 @@ fn range(written: &RangeKeys) -> Result<Range, CniError> {
     let gateway = written.gateway.unwrap_or(first);
     for (what, ip) in [("rangeStart", start), ("rangeEnd", end)] {
         if !subnet.contains(&ip) || ip == network || ip > last {
-            return Err(CniError::invalid_config(format!("{what} {ip} is not a usable address of {subnet}")));
+            return Err(CniError::invalid_config(format!(
+                "{what} {ip} is not a usable address of {subnet}"
+            )));
         }
     }
     if start > end {
-        return Err(CniError::invalid_config(format!("rangeStart {start} is after rangeEnd {end}")));
+        return Err(CniError::invalid_config(format!(
+            "rangeStart {start} is after rangeEnd {end}"
+        )));
     }
     if !subnet.contains(&gateway) {
-        return Err(CniError::invalid_config(format!("gateway {gateway} is outside {subnet}")));
+        return Err(CniError::invalid_config(format!(
+            "gateway {gateway} is outside {subnet}"
+        )));
     }
     Ok(Range {
         subnet,
@@ -220,7 +237,10 @@ mod tests {
     #[test]
     fn ipv6_range_ends_at_the_last_address() {
         let config = parse(json!({"ranges": [[{"subnet": "fd00:10::/64"}]]})).unwrap();
-        assert_eq!(config.range_sets[0][0].end.to_string(), "fd00:10::ffff:ffff:ffff:ffff");
+        assert_eq!(
+            config.range_sets[0][0].end.to_string(),
+            "fd00:10::ffff:ffff:ffff:ffff"
+        );
     }
 
     #[test]
@@ -232,7 +252,10 @@ mod tests {
         }))
         .unwrap();
         let range = &config.range_sets[0][0];
-        assert_eq!((range.start.to_string(), range.end.to_string()), ("10.88.11.100".into(), "10.88.11.102".into()));
+        assert_eq!(
+            (range.start.to_string(), range.end.to_string()),
+            ("10.88.11.100".into(), "10.88.11.102".into())
+        );
         assert_eq!(config.routes.len(), 1);
     }
 
@@ -244,10 +267,22 @@ mod tests {
             (json!({"subnet": "notacidr"}), "invalid CIDR"),
             (json!({"subnet": "10.0.0.5/24"}), "host bits"),
             (json!({"subnet": "10.0.0.0/31"}), "too small"),
-            (json!({"subnet": "10.0.0.0/24", "rangeStart": "10.0.1.1"}), "not a usable address"),
-            (json!({"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.9", "rangeEnd": "10.0.0.3"}), "after"),
-            (json!({"ranges": [[{"subnet": "10.0.0.0/24"}, {"subnet": "fd00::/64"}]]}), "mixes"),
-            (json!({"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.0.0.0/25"}]]}), "overlap"),
+            (
+                json!({"subnet": "10.0.0.0/24", "rangeStart": "10.0.1.1"}),
+                "not a usable address",
+            ),
+            (
+                json!({"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.9", "rangeEnd": "10.0.0.3"}),
+                "after",
+            ),
+            (
+                json!({"ranges": [[{"subnet": "10.0.0.0/24"}, {"subnet": "fd00::/64"}]]}),
+                "mixes",
+            ),
+            (
+                json!({"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.0.0.0/25"}]]}),
+                "overlap",
+            ),
         ];
         for (ipam, expected) in cases {
             let err = parse(ipam.clone()).unwrap_err();

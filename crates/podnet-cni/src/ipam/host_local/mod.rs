@@ -48,7 +48,9 @@ impl Plugin for HostLocal {
                 let ip = match requested.iter().position(|&ip| range_of(ip).is_some()) {
                     Some(position) => {
                         let ip = requested.remove(position);
-                        if ip == range_of(ip).expect("matched above").gateway || !store.reserve(ip, id, ifname, index)? {
+                        if ip == range_of(ip).expect("matched above").gateway
+                            || !store.reserve(ip, id, ifname, index)?
+                        {
                             return Err(CniError::generic(format!(
                                 "requested IP address {ip} is not available in range set {}",
                                 describe_set(ranges)
@@ -211,7 +213,8 @@ fn requested_ips(call: &Call) -> Result<Vec<IpAddr>, CniError> {
 /// The DNS settings of a resolv.conf file.
 fn read_resolv_conf(path: &std::path::Path) -> Result<Dns, CniError> {
     let text = std::fs::read_to_string(path).map_err(|err| {
-        CniError::io(format!("host-local: cannot read resolvConf {}", path.display())).details(err.to_string())
+        CniError::io(format!("host-local: cannot read resolvConf {}", path.display()))
+            .details(err.to_string())
     })?;
     let mut dns = Dns::default();
     for line in text.lines() {

@@ -98,7 +98,11 @@ impl Store {
         let mut reservations = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|err| io_error("list", &self.dir, err))?;
-            let Some(ip) = entry.file_name().to_str().and_then(|name| name.parse::<IpAddr>().ok()) else {
+            let Some(ip) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<IpAddr>().ok())
+            else {
                 continue;
             };
             match fs::read_to_string(entry.path()) {
@@ -117,7 +121,13 @@ impl Store {
     }
 
     /// Allocates `ip` to the attachment; returns false when somebody holds it already.
-    pub fn reserve(&self, ip: IpAddr, container_id: &str, ifname: &str, range_set: usize) -> Result<bool, CniError> {
+    pub fn reserve(
+        &self,
+        ip: IpAddr,
+        container_id: &str,
+        ifname: &str,
+        range_set: usize,
+    ) -> Result<bool, CniError> {
         let temporary = self.write_temporary(&format!("{container_id}{LINE_BREAK}{ifname}"))?;
         let target = self.address_path(ip);
         let linked = fs::hard_link(&temporary, &target);
@@ -195,9 +205,15 @@ mod tests {
         assert!(store.reserve(ip, "h1", "eth0", 0).unwrap());
         assert!(!store.reserve(ip, "h2", "eth0", 0).unwrap(), "double allocation");
         assert_eq!(fs::read(data.join("net/10.88.7.2")).unwrap(), b"h1\r\neth0");
-        assert_eq!(fs::read_to_string(data.join("net/last_reserved_ip.0")).unwrap(), "10.88.7.2");
+        assert_eq!(
+            fs::read_to_string(data.join("net/last_reserved_ip.0")).unwrap(),
+            "10.88.7.2"
+        );
         assert!(data.join("net/lock").exists());
-        let names: Vec<_> = fs::read_dir(data.join("net")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(data.join("net"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 3, "no temporary left: {names:?}");
         drop(store);
         fs::remove_dir_all(data).unwrap();

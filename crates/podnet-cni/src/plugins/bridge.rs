@@ -1,0 +1,814 @@
+//! bridge: connects the container to a Linux bridge on the host through a veth pair.
+//!
+//! This is the wiring every beginner's container networking tutorial builds by hand (and the
+//! one seed 002 walks through): a bridge on the host acts as a switch, each container gets one
+//! end of a veth pair as its `eth0` while the other end is plugged into the bridge, and the
+//! bridge carries the subnet's gateway address so containers can leave the subnet through the
+//! host. Addresses come from the IPAM plugin; `ipMasq` adds masquerading for traffic that leaves
+//! the subnet.
+//!
+//! Unlike the reference plugin, a failed ADD undoes everything it did, and DEL finds what to
+//! remove from an attachment record even when the namespace is gone and no `prevResult` is given.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use podnet_netlink::{LinkKind, Netlink, Netns, Route, VethPair, format_mac, sysctl};
+use serde::{Deserialize, Serialize};
+
+use super::loopback::open_netns;
+use super::{random_mac, random_suffix};
+use crate::delegate;
+use crate::firewall::{self, Verb};
+use crate::skel::{Call, Plugin};
+use crate::spec::{CniError, CniResult, Command, ErrorCode, Interface, IpConfig, NetConf, RouteConfig};
+use crate::state::{DEFAULT_STATE_DIR, RecordLock, Records};
+
+/// The bridge plugin.
+pub struct Bridge;
+
+/// Name of this plugin's record directory.
+const RECORDS: &str = "bridge";
+/// How many random host veth names to try before giving up.
+const VETH_NAME_ATTEMPTS: u32 = 3;
+/// Index of the container interface in the result's `interfaces`.
+const CONTAINER_INTERFACE: usize = 2;
+
+/// The bridge plugin's configuration keys (those of the reference plugin, plus `stateDir`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Keys {
+    #[serde(default = "default_bridge_name")]
+    bridge: String,
+    #[serde(default)]
+    is_gateway: bool,
+    #[serde(default)]
+    is_default_gateway: bool,
+    #[serde(default)]
+    force_address: bool,
+    #[serde(default)]
+    ip_masq: bool,
+    #[serde(default)]
+    mtu: Option<u32>,
+    #[serde(default)]
+    hairpin_mode: bool,
+    #[serde(default)]
+    promisc_mode: bool,
+    #[serde(default)]
+    enabledad: bool,
+    #[serde(default)]
+    vlan: Option<u16>,
+    #[serde(default)]
+    vlan_trunk: Option<serde_json::Value>,
+    #[serde(default)]
+    macspoofchk: bool,
+    #[serde(default)]
+    port_isolation: bool,
+    #[serde(default)]
+    disable_container_interface: bool,
+    /// Where attachment records are kept (podnet's own key).
+    #[serde(default)]
+    state_dir: Option<PathBuf>,
+}
+
+fn default_bridge_name() -> String {
+    "cni0".into()
+}
+
+/// What ADD did for one attachment, kept until DEL or GC.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    /// The host end of the veth pair.
+    host_veth: String,
+    /// Subnets masqueraded for this attachment.
+    masquerade: Vec<IpNet>,
+}
+
+struct Conf {
+    net: NetConf<Keys>,
+    records: Records,
+}
+
+impl Conf {
+    fn parse(call: &Call) -> Result<Self, CniError> {
+        let net = NetConf::<Keys>::parse(&call.config)?;
+        let keys = &net.plugin;
+        let unsupported = [
+            ("vlan", keys.vlan.is_some_and(|vlan| vlan != 0)),
+            ("vlanTrunk", keys.vlan_trunk.is_some()),
+            ("macspoofchk", keys.macspoofchk),
+            ("portIsolation", keys.port_isolation),
+            ("disableContainerInterface", keys.disable_container_interface),
+        ];
+        if let Some((key, _)) = unsupported.iter().find(|(_, set)| *set) {
+            return Err(CniError::new(
+                ErrorCode::UnsupportedField,
+                format!("podnet's bridge does not support {key:?}"),
+            )
+            .details("remove the key, or use the reference plugin for this network"));
+        }
+        if keys.bridge.is_empty() || keys.bridge.len() > 15 || keys.bridge.contains(['/', ':', ' ']) {
+            return Err(
+                CniError::invalid_config(format!("invalid bridge name {:?}", keys.bridge))
+                    .details("a link name has 1 to 15 characters and no '/', ':' or spaces"),
+            );
+        }
+        if let Some(mtu) = keys.mtu
+            && !(68..=65535).contains(&mtu)
+        {
+            return Err(
+                CniError::invalid_config(format!("invalid mtu {mtu}")).details("the MTU must be 68 to 65535")
+            );
+        }
+        let state_dir = keys
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let records = Records::new(&state_dir, RECORDS, &net.name);
+        Ok(Conf { net, records })
+    }
+
+    fn keys(&self) -> &Keys {
+        &self.net.plugin
+    }
+
+    fn is_gateway(&self) -> bool {
+        self.keys().is_gateway || self.keys().is_default_gateway
+    }
+}
+
+/// What a half-done ADD has to undo, in reverse order.
+#[derive(Default)]
+struct Undo {
+    ipam: bool,
+    record: bool,
+    masquerade: Vec<IpNet>,
+    container_link: Option<u32>,
+    created_bridge: Option<u32>,
+}
+
+impl Plugin for Bridge {
+    fn add(&self, call: &Call) -> Result<CniResult, CniError> {
+        let conf = Conf::parse(call)?;
+        let container_ns = open_netns(call)?;
+        let mut container = Netlink::connect_in(&container_ns)?;
+        let ifname = &call.env.ifname;
+        if container.link(ifname)?.is_some() {
+            return Err(
+                CniError::generic(format!("container veth name provided ({ifname}) already exists"))
+                    .details("DEL the attachment first, or choose another CNI_IFNAME"),
+            );
+        }
+        let mut host = Netlink::connect()?;
+        let mut undo = Undo::default();
+        match attach(call, &conf, &container_ns, &mut container, &mut host, &mut undo) {
+            Ok(result) => Ok(result),
+            Err(err) => Err(rollback(call, &conf, &mut container, &mut host, undo, err)),
+        }
+    }
+
+    fn del(&self, call: &Call) -> Result<(), CniError> {
+        let conf = Conf::parse(call)?;
+        let mut errors = Vec::new();
+        if let Some(ipam) = &conf.net.ipam {
+            errors.extend(delegate::run(&ipam.plugin_type, Command::Del, call, &stdin_of(call)).err());
+        }
+        let record: Option<Record> = conf.records.read(&call.env.container_id, &call.env.ifname)?;
+        errors.extend(remove_links(call, record.as_ref()).err());
+        let lock = conf.records.lock()?;
+        let masquerade = match &record {
+            Some(record) => record.masquerade.clone(),
+            // No record: an attachment made before records existed; prevResult names its subnets.
+            None if conf.keys().ip_masq => conf
+                .net
+                .prev_result
+                .iter()
+                .flat_map(|result| result.ips.iter().map(|ip| ip.address.trunc()))
+                .collect(),
+            None => Vec::new(),
+        };
+        errors.extend(
+            conf.records
+                .remove(&lock, &call.env.container_id, &call.env.ifname)
+                .err(),
+        );
+        errors.extend(release_masquerade(&conf, &lock, &masquerade).err());
+        first_error(errors)
+    }
+
+    fn check(&self, call: &Call) -> Result<(), CniError> {
+        let conf = Conf::parse(call)?;
+        let prev = conf.net.prev_result.as_ref().ok_or_else(|| {
+            CniError::generic("Required prevResult missing").details("CHECK needs the result of ADD")
+        })?;
+        if let Some(ipam) = &conf.net.ipam {
+            delegate::run(&ipam.plugin_type, Command::Check, call, &stdin_of(call))?;
+        }
+        let container_ns = open_netns(call)?;
+        let mut container = Netlink::connect_in(&container_ns)?;
+        let ifname = &call.env.ifname;
+        let link = container
+            .link(ifname)?
+            .ok_or_else(|| CniError::generic(format!("container interface {ifname} not found")))?;
+        if link.kind != LinkKind::Veth {
+            return Err(CniError::generic(format!(
+                "container interface {ifname} is not a veth"
+            )));
+        }
+        let index_in_result = prev
+            .interfaces
+            .iter()
+            .position(|interface| interface.sandbox.is_some() && &interface.name == ifname);
+        if let Some(expected) = index_in_result.and_then(|index| prev.interfaces[index].mac.as_ref()) {
+            let actual = format_mac(&link.mac.unwrap_or_default());
+            if !expected.eq_ignore_ascii_case(&actual) {
+                return Err(CniError::generic(format!(
+                    "Interface {ifname} Mac {expected} doesn't match container Mac: {actual}"
+                )));
+            }
+        }
+        let present: Vec<IpNet> = container
+            .addresses(Some(link.index))?
+            .into_iter()
+            .map(|a| a.address)
+            .collect();
+        for ip in prev
+            .ips
+            .iter()
+            .filter(|ip| ip.interface.is_none() || ip.interface == index_in_result)
+        {
+            if !present.contains(&ip.address) {
+                return Err(CniError::generic(format!(
+                    "Failed to match addr {} on interface {ifname}",
+                    ip.address
+                )));
+            }
+        }
+        let routes = container.routes()?;
+        for expected in &prev.routes {
+            if !routes.iter().any(|route| route.destination == expected.dst) {
+                return Err(CniError::generic(format!(
+                    "route to {} not found in the container",
+                    expected.dst
+                )));
+            }
+        }
+        let mut host = Netlink::connect()?;
+        let bridge_name = &conf.keys().bridge;
+        let bridge = host
+            .link(bridge_name)?
+            .filter(|link| link.kind == LinkKind::Bridge)
+            .ok_or_else(|| CniError::generic(format!("bridge {bridge_name} not found")))?;
+        let host_veth = prev
+            .interfaces
+            .iter()
+            .find(|interface| interface.sandbox.is_none() && &interface.name != bridge_name)
+            .ok_or_else(|| CniError::generic("prevResult names no host veth"))?;
+        let veth = host
+            .link(&host_veth.name)?
+            .ok_or_else(|| CniError::generic(format!("host veth {} not found", host_veth.name)))?;
+        if veth.controller != Some(bridge.index) {
+            return Err(CniError::generic(format!(
+                "host veth {} is not attached to {bridge_name}",
+                host_veth.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn status(&self, call: &Call) -> Result<(), CniError> {
+        let conf = Conf::parse(call)?;
+        match &conf.net.ipam {
+            Some(ipam) => delegate::run(&ipam.plugin_type, Command::Status, call, &stdin_of(call)).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    fn gc(&self, call: &Call) -> Result<(), CniError> {
+        let conf = Conf::parse(call)?;
+        let valid: HashSet<(String, String)> = call
+            .valid_attachments()?
+            .into_iter()
+            .map(|attachment| (attachment.container_id, attachment.ifname))
+            .collect();
+        let mut errors = Vec::new();
+        let mut host = Netlink::connect()?;
+        let lock = conf.records.lock()?;
+        let mut masquerade = Vec::new();
+        for (container_id, ifname, record) in conf.records.list::<Record>()? {
+            if valid.contains(&(container_id.clone(), ifname.clone())) {
+                continue;
+            }
+            if let Some(link) = host.link(&record.host_veth)? {
+                errors.extend(host.delete_link(link.index).err().map(CniError::from));
+            }
+            errors.extend(conf.records.remove(&lock, &container_id, &ifname).err());
+            masquerade.extend(record.masquerade);
+        }
+        errors.extend(release_masquerade(&conf, &lock, &masquerade).err());
+        drop(lock);
+        if let Some(ipam) = &conf.net.ipam {
+            errors.extend(delegate::run(&ipam.plugin_type, Command::Gc, call, &stdin_of(call)).err());
+        }
+        first_error(errors)
+    }
+}
+
+/// The ADD work proper; on error the caller undoes what `undo` records.
+fn attach(
+    call: &Call,
+    conf: &Conf,
+    container_ns: &Netns,
+    container: &mut Netlink,
+    host: &mut Netlink,
+    undo: &mut Undo,
+) -> Result<CniResult, CniError> {
+    let keys = conf.keys();
+    let ifname = &call.env.ifname;
+
+    // 1. Addresses from IPAM.
+    let mut result = match &conf.net.ipam {
+        Some(ipam) => {
+            let result = delegate::run(&ipam.plugin_type, Command::Add, call, &stdin_of(call))?
+                .expect("IPAM ADD returns a result");
+            undo.ipam = true;
+            result
+        }
+        None => CniResult::default(),
+    };
+    if result.ips.is_empty() && (keys.is_gateway || keys.ip_masq) {
+        return Err(CniError::invalid_config(
+            "isGateway and ipMasq need addresses, but IPAM gave none",
+        ));
+    }
+
+    // 2. The record, before any kernel change, so DEL and GC can always clean up.
+    let masquerade: Vec<IpNet> = if keys.ip_masq {
+        result.ips.iter().map(|ip| ip.address.trunc()).collect()
+    } else {
+        Vec::new()
+    };
+    let mut record = Record {
+        host_veth: format!("veth{}", random_suffix()),
+        masquerade: masquerade.clone(),
+    };
+    write_record(conf, call, &record)?;
+    undo.record = true;
+
+    // 3. Masquerading, committed by nft while the links are being set up.
+    let masquerading = if masquerade.is_empty() {
+        None
+    } else {
+        let mut elements = podnet_nft::Transaction::new();
+        firewall::masquerade_elements(&mut elements, Verb::Add, &masquerade);
+        undo.masquerade = masquerade;
+        Some(firewall::start(elements)?)
+    };
+
+    // 4. The veth pair, created inside the container with its peer directly on the host. A
+    //    random host name may collide with an existing link: pick another one.
+    let host_ns = Netns::current()?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let created = container.add_veth(&VethPair {
+            name: ifname,
+            mac: None,
+            peer_name: &record.host_veth,
+            peer_netns: Some(&host_ns),
+            mtu: keys.mtu,
+        });
+        match created {
+            Err(err)
+                if err.is_exists()
+                    && attempt < VETH_NAME_ATTEMPTS
+                    && host.link(&record.host_veth)?.is_some() =>
+            {
+                record.host_veth = format!("veth{}", random_suffix());
+                write_record(conf, call, &record)?;
+            }
+            other => break other?,
+        }
+    }
+    let host_veth = record.host_veth;
+    let container_link = container.require_link(ifname)?;
+    undo.container_link = Some(container_link.index);
+
+    // 5. The bridge, its gateway addresses and the host end of the pair, under the record lock
+    //    so that a concurrent failed ADD cannot delete a bridge this one is plugging into.
+    let (bridge, host_link) = {
+        let _lock = conf.records.lock()?;
+        let bridge = ensure_bridge(conf, host, undo)?;
+        if conf.is_gateway() {
+            assign_gateways(conf, host, bridge.index, &result.ips)?;
+        }
+        let host_link = host.require_link(&host_veth)?;
+        host.set_controller(host_link.index, bridge.index)?;
+        if keys.hairpin_mode {
+            host.set_hairpin(host_link.index, true)?;
+        }
+        host.set_up(host_link.index)?;
+        (bridge, host_link)
+    };
+    if conf.is_gateway() {
+        enable_forwarding(&result.ips)?;
+    }
+
+    // 6. The container side: addresses, link up, routes.
+    let has_ipv6 = result.ips.iter().any(|ip| ip.address.addr().is_ipv6());
+    if has_ipv6 && !keys.enabledad {
+        // Duplicate address detection would hold the address back for a second or more.
+        container_ns.run(|| sysctl::set(&format!("net.ipv6.conf.{ifname}.accept_dad"), "0"))??;
+    }
+    for ip in &result.ips {
+        container.add_address(container_link.index, ip.address)?;
+    }
+    container.set_up(container_link.index)?;
+    if keys.is_default_gateway {
+        add_default_routes(&mut result);
+    }
+    for route in &result.routes {
+        container.add_route(&container_route(route, &result.ips, container_link.index))?;
+    }
+
+    if let Some(masquerading) = masquerading {
+        masquerading.wait()?;
+    }
+
+    // 7. The result: bridge, host veth, container interface; every address on the latter.
+    for ip in &mut result.ips {
+        ip.interface = Some(CONTAINER_INTERFACE);
+    }
+    result.interfaces = vec![
+        Interface {
+            name: keys.bridge.clone(),
+            mac: bridge.mac.as_ref().map(format_mac),
+            ..Interface::default()
+        },
+        Interface {
+            name: host_veth,
+            mac: host_link.mac.as_ref().map(format_mac),
+            ..Interface::default()
+        },
+        Interface {
+            name: ifname.clone(),
+            mac: container_link.mac.as_ref().map(format_mac),
+            mtu: Some(container_link.mtu),
+            sandbox: Some(call.env.netns()?.display().to_string()),
+            ..Interface::default()
+        },
+    ];
+    if let Some(dns) = conf.net.dns.clone().filter(|dns| !dns.is_empty()) {
+        result.dns = dns;
+    }
+    Ok(result)
+}
+
+fn write_record(conf: &Conf, call: &Call, record: &Record) -> Result<(), CniError> {
+    let lock = conf.records.lock()?;
+    conf.records
+        .write(&lock, &call.env.container_id, &call.env.ifname, record)
+}
+
+/// Undoes a failed ADD in reverse order, never stopping at a failure; returns the original
+/// error with any rollback failures appended.
+fn rollback(
+    call: &Call,
+    conf: &Conf,
+    container: &mut Netlink,
+    host: &mut Netlink,
+    undo: Undo,
+    err: CniError,
+) -> CniError {
+    let mut failures: Vec<String> = Vec::new();
+    if let Some(index) = undo.container_link {
+        // Deleting the container end deletes the host end too.
+        if let Err(e) = container.delete_link(index) {
+            failures.push(format!("delete container link: {e}"));
+        }
+    }
+    if let Some(index) = undo.created_bridge {
+        match conf.records.lock() {
+            Ok(_lock) => {
+                let ports = host
+                    .links()
+                    .map(|links| links.iter().any(|link| link.controller == Some(index)));
+                if let Ok(false) = ports
+                    && let Err(e) = host.delete_link(index)
+                {
+                    failures.push(format!("delete bridge: {e}"));
+                }
+            }
+            Err(e) => failures.push(format!("lock records: {e}")),
+        }
+    }
+    if undo.record {
+        let released = conf.records.lock().and_then(|lock| {
+            conf.records
+                .remove(&lock, &call.env.container_id, &call.env.ifname)?;
+            release_masquerade(conf, &lock, &undo.masquerade)
+        });
+        if let Err(e) = released {
+            failures.push(format!("remove record: {e}"));
+        }
+    }
+    if undo.ipam {
+        let ipam = conf.net.ipam.as_ref().expect("IPAM ran");
+        if let Err(e) = delegate::run(&ipam.plugin_type, Command::Del, call, &stdin_of(call)) {
+            failures.push(format!("release addresses: {e}"));
+        }
+    }
+    if failures.is_empty() {
+        return err;
+    }
+    let details = [
+        err.details.clone(),
+        format!("rollback incomplete: {}", failures.join("; ")),
+    ]
+    .into_iter()
+    .filter(|text| !text.is_empty())
+    .collect::<Vec<_>>()
+    .join("; ");
+    CniError { details, ..err }
+}
+
+/// Finds or creates the bridge and brings it up.
+fn ensure_bridge(conf: &Conf, host: &mut Netlink, undo: &mut Undo) -> Result<podnet_netlink::Link, CniError> {
+    let keys = conf.keys();
+    let name = &keys.bridge;
+    let bridge = match host.link(name)? {
+        Some(link) if link.kind == LinkKind::Bridge => link,
+        Some(link) => {
+            return Err(CniError::invalid_config(format!(
+                "{name:?} already exists but is not a bridge ({:?})",
+                link.kind
+            ))
+            .details("choose another \"bridge\" name"));
+        }
+        None => {
+            match host.add_bridge(name, random_mac(), keys.mtu) {
+                // Created concurrently by another ADD: use it.
+                Err(err) if err.is_exists() => {}
+                Err(err) => return Err(err.into()),
+                Ok(()) => {}
+            }
+            let link = host.require_link(name)?;
+            undo.created_bridge = Some(link.index);
+            link
+        }
+    };
+    if keys.promisc_mode && !bridge.promiscuous {
+        host.set_promiscuous(bridge.index, true)?;
+    }
+    if !bridge.up {
+        host.set_up(bridge.index)?;
+    }
+    Ok(bridge)
+}
+
+/// Gives the bridge the gateway address of each subnet, as `isGateway` asks.
+fn assign_gateways(conf: &Conf, host: &mut Netlink, bridge: u32, ips: &[IpConfig]) -> Result<(), CniError> {
+    let existing = host.addresses(Some(bridge))?;
+    for ip in ips {
+        let Some(gateway) = ip.gateway else { continue };
+        let wanted = IpNet::new(gateway, ip.address.prefix_len()).expect("prefix of a valid address");
+        if existing.iter().any(|address| address.address == wanted) {
+            continue;
+        }
+        let conflicting: Vec<IpNet> = existing
+            .iter()
+            .map(|address| address.address)
+            .filter(|address| address.addr().is_ipv4() == gateway.is_ipv4() && !is_link_local(address.addr()))
+            .filter(|address| address.contains(&gateway) || wanted.contains(&address.addr()))
+            .collect();
+        if let Some(old) = conflicting.first() {
+            if !conf.keys().force_address {
+                return Err(CniError::generic(format!(
+                    "{:?} already has an IP address different from {wanted}",
+                    conf.keys().bridge
+                ))
+                .details(format!("it has {old}; set \"forceAddress\": true to replace it")));
+            }
+            for old in &conflicting {
+                host.delete_address(bridge, *old)?;
+            }
+        }
+        match host.add_address(bridge, wanted) {
+            Err(err) if err.is_exists() => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    }
+}
+
+/// Turns on routing in the host namespace for the families in use.
+fn enable_forwarding(ips: &[IpConfig]) -> Result<(), CniError> {
+    if ips.iter().any(|ip| ip.address.addr().is_ipv4()) {
+        sysctl::set("net.ipv4.ip_forward", "1")?;
+    }
+    if ips.iter().any(|ip| ip.address.addr().is_ipv6()) {
+        sysctl::set("net.ipv6.conf.all.forwarding", "1")?;
+    }
+    Ok(())
+}
+
+/// `isDefaultGateway`: a default route through the gateway of each family that has one.
+fn add_default_routes(result: &mut CniResult) {
+    for ip in result.ips.clone() {
+        let Some(gateway) = ip.gateway else { continue };
+        let default: IpNet = if gateway.is_ipv4() {
+            "0.0.0.0/0".parse().expect("valid")
+        } else {
+            "::/0".parse().expect("valid")
+        };
+        if !result.routes.iter().any(|route| route.dst == default) {
+            result.routes.push(RouteConfig::new(default, Some(gateway)));
+        }
+    }
+}
+
+/// The kernel route for a result route: through its `gw`, or the gateway of the first address
+/// of the same family, or directly on the link when there is neither.
+fn container_route(route: &RouteConfig, ips: &[IpConfig], link: u32) -> Route {
+    let family_gateway = || {
+        ips.iter()
+            .filter(|ip| ip.address.addr().is_ipv4() == route.dst.addr().is_ipv4())
+            .find_map(|ip| ip.gateway)
+    };
+    let mut kernel = Route::new(route.dst).dev(link);
+    match route.gw.or_else(family_gateway) {
+        Some(gateway) => kernel = kernel.via(gateway),
+        None => kernel.scope = podnet_netlink::RouteScope::Link,
+    }
+    kernel.priority = route.priority;
+    kernel.mtu = route.mtu;
+    if let Some(table) = route.table {
+        kernel.table = table;
+    }
+    kernel
+}
+
+/// Removes the veth pair: from inside the container when its namespace still exists, else by
+/// the host end's recorded name (the namespace may be pinned elsewhere and still hold it).
+fn remove_links(call: &Call, record: Option<&Record>) -> Result<(), CniError> {
+    if let Some(path) = &call.env.netns
+        && let Ok(netns) = Netns::open(path)
+    {
+        let mut container = Netlink::connect_in(&netns)?;
+        if let Some(link) = container.link(&call.env.ifname)? {
+            return match container.delete_link(link.index) {
+                Err(err) if err.is_not_found() => Ok(()),
+                other => Ok(other?),
+            };
+        }
+    }
+    if let Some(record) = record {
+        let mut host = Netlink::connect()?;
+        if let Some(link) = host.link(&record.host_veth)? {
+            match host.delete_link(link.index) {
+                Err(err) if err.is_not_found() => {}
+                other => other?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stops masquerading `subnets` that no remaining attachment (of any network) still uses.
+fn release_masquerade(conf: &Conf, _lock: &RecordLock, subnets: &[IpNet]) -> Result<(), CniError> {
+    if subnets.is_empty() {
+        return Ok(());
+    }
+    let in_use: HashSet<IpNet> = conf
+        .records
+        .list_all_networks::<Record>()?
+        .into_iter()
+        .flat_map(|record| record.masquerade)
+        .collect();
+    let unused: Vec<IpNet> = subnets
+        .iter()
+        .map(IpNet::trunc)
+        .filter(|subnet| !in_use.contains(subnet))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    if unused.is_empty()
+        || !podnet_nft::table_exists(podnet_nft::Family::Inet, firewall::TABLE).unwrap_or(true)
+    {
+        return Ok(());
+    }
+    let mut tx = podnet_nft::Transaction::new();
+    firewall::masquerade_elements(&mut tx, Verb::Delete, &unused);
+    Ok(tx.apply()?)
+}
+
+/// The configuration to hand to the IPAM plugin: the same stdin the runtime gave us.
+fn stdin_of(call: &Call) -> Vec<u8> {
+    serde_json::to_vec(&call.config).expect("a decoded configuration serializes")
+}
+
+fn first_error(errors: Vec<CniError>) -> Result<(), CniError> {
+    let mut errors = errors.into_iter();
+    match errors.next() {
+        None => Ok(()),
+        Some(first) => {
+            let rest: Vec<String> = errors.map(|err| err.to_string()).collect();
+            if rest.is_empty() {
+                Err(first)
+            } else {
+                let details = format!("{}; also: {}", first.details, rest.join("; "));
+                Err(CniError { details, ..first })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(address: &str, gateway: Option<&str>) -> IpConfig {
+        IpConfig {
+            address: address.parse().unwrap(),
+            gateway: gateway.map(|gw| gw.parse().unwrap()),
+            interface: None,
+        }
+    }
+
+    #[test]
+    fn routes_without_gw_use_the_family_gateway() {
+        let ips = [
+            ip("10.0.10.2/24", Some("10.0.10.1")),
+            ip("fd00::2/64", Some("fd00::1")),
+        ];
+        let default = container_route(&RouteConfig::new("0.0.0.0/0".parse().unwrap(), None), &ips, 7);
+        assert_eq!(default.gateway, Some("10.0.10.1".parse::<IpAddr>().unwrap()));
+        let v6 = container_route(&RouteConfig::new("::/0".parse().unwrap(), None), &ips, 7);
+        assert_eq!(v6.gateway, Some("fd00::1".parse::<IpAddr>().unwrap()));
+        let explicit = container_route(
+            &RouteConfig::new("1.1.1.1/32".parse().unwrap(), Some("10.0.10.9".parse().unwrap())),
+            &ips,
+            7,
+        );
+        assert_eq!(explicit.gateway, Some("10.0.10.9".parse::<IpAddr>().unwrap()));
+    }
+
+    #[test]
+    fn default_gateway_adds_one_default_route_per_family() {
+        let mut result = CniResult {
+            ips: vec![
+                ip("10.0.10.2/24", Some("10.0.10.1")),
+                ip("fd00::2/64", Some("fd00::1")),
+            ],
+            routes: vec![RouteConfig::new("0.0.0.0/0".parse().unwrap(), None)],
+            ..CniResult::default()
+        };
+        add_default_routes(&mut result);
+        let destinations: Vec<String> = result.routes.iter().map(|route| route.dst.to_string()).collect();
+        assert_eq!(destinations, ["0.0.0.0/0", "::/0"]);
+    }
+
+    #[test]
+    fn refuses_unsupported_keys_and_bad_values() {
+        let call = |extra: serde_json::Value| {
+            let mut config = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "bridge"});
+            config
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            Conf::parse(&Call {
+                env: crate::spec::Environment::parse(|name| {
+                    (name == "CNI_COMMAND").then(|| "VERSION".to_owned())
+                })
+                .unwrap(),
+                config,
+                version: crate::spec::Version::V1_0_0,
+            })
+            .err()
+        };
+        assert_eq!(
+            call(serde_json::json!({"vlan": 100})).unwrap().code,
+            ErrorCode::UnsupportedField
+        );
+        assert_eq!(
+            call(serde_json::json!({"mtu": 20})).unwrap().code,
+            ErrorCode::InvalidConfig
+        );
+        assert_eq!(
+            call(serde_json::json!({"bridge": "a-very-long-bridge-name"}))
+                .unwrap()
+                .code,
+            ErrorCode::InvalidConfig
+        );
+        assert!(call(serde_json::json!({"bridge": "cni5", "ipMasq": true})).is_none());
+    }
+}
