@@ -21,6 +21,6 @@ pub mod sysctl;
 pub use address::Address;
 pub use error::{Error, Result};
 pub use link::{Link, LinkKind, VethPair, format_mac};
-pub use netns::Netns;
+pub use netns::{Netns, NetnsId, UtsNs};
 pub use route::{Route, RouteProtocol, RouteScope};
 pub use socket::Netlink;

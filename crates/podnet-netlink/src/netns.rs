@@ -1,4 +1,5 @@
-//! Network namespaces: opening, entering, creating and deleting them.
+//! Network namespaces (and the UTS namespaces pod sandboxes pair them with): opening,
+//! entering, creating and deleting them.
 //!
 //! A namespace lives as long as something refers to it: a process inside it, an open file
 //! descriptor, or a bind mount. Named namespaces follow the `ip netns` convention: an empty file
@@ -33,6 +34,18 @@ pub struct Netns {
 pub struct NetnsId {
     dev: u64,
     ino: u64,
+}
+
+impl NetnsId {
+    /// The identity of the namespace at `path` (a pin, or `/proc/PID/ns/net`).
+    pub fn of_path(path: &Path) -> Result<Self> {
+        let meta =
+            fs::metadata(path).map_err(|err| Error::system(format!("stat {}", path.display()), err))?;
+        Ok(NetnsId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
 }
 
 impl Netns {
@@ -86,18 +99,7 @@ impl Netns {
     /// Sockets created by `f` stay bound to this namespace, and processes spawned by `f` start in
     /// it.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
-        let fd = self.file.as_fd();
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    setns(fd, CloneFlags::CLONE_NEWNET).map_err(|err| {
-                        Error::system(format!("enter network namespace {}", self.path.display()), err)
-                    })?;
-                    Ok(f())
-                })
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        run_in(self, None, f)
     }
 
     /// Creates a new network namespace pinned at `/run/netns/NAME`.
@@ -107,32 +109,7 @@ impl Netns {
     pub fn create_named(name: &str) -> Result<Self> {
         let path = named_path(name)?;
         prepare_run_dir()?;
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|err| Error::system(format!("create {}", path.display()), err))?;
-        let pinned = std::thread::scope(|scope| {
-            scope
-                .spawn(|| -> Result<()> {
-                    unshare(CloneFlags::CLONE_NEWNET)
-                        .map_err(|err| Error::system("unshare network namespace", err))?;
-                    mount(
-                        Some("/proc/thread-self/ns/net"),
-                        &path,
-                        None::<&str>,
-                        MsFlags::MS_BIND,
-                        None::<&str>,
-                    )
-                    .map_err(|err| Error::system(format!("bind mount {}", path.display()), err))
-                })
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        });
-        if let Err(err) = pinned {
-            let _ = fs::remove_file(&path);
-            return Err(err);
-        }
+        pin_new(CloneFlags::CLONE_NEWNET, "net", &path, || Ok(()))?;
         Self::open(&path)
     }
 
@@ -140,21 +117,111 @@ impl Netns {
     ///
     /// The namespace itself disappears once the last process and handle inside it are gone.
     pub fn delete_named(name: &str) -> Result<()> {
-        let path = named_path(name)?;
-        match umount2(&path, MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EINVAL) => {}
-            Err(err) => return Err(Error::system(format!("unmount {}", path.display()), err)),
-        }
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(err) => Err(Error::system(format!("remove {}", path.display()), err)),
-        }
+        unpin(&named_path(name)?)
     }
 
     /// Whether a namespace named NAME is pinned under `/run/netns`.
     pub fn exists_named(name: &str) -> bool {
         named_path(name).is_ok_and(|path| Self::open(path).is_ok())
+    }
+}
+
+/// A UTS namespace (hostname and domain name) pinned at a path, as a pod sandbox holds one so
+/// that all its containers see the pod's name as their hostname.
+#[derive(Debug)]
+pub struct UtsNs {
+    file: File,
+}
+
+impl UtsNs {
+    /// Creates a UTS namespace whose hostname is `hostname`, pinned at `path`.
+    pub fn create(path: &Path, hostname: &str) -> Result<Self> {
+        pin_new(CloneFlags::CLONE_NEWUTS, "uts", path, || {
+            nix::unistd::sethostname(hostname)
+                .map_err(|err| Error::system(format!("set hostname {hostname}"), err))
+        })?;
+        Self::open(path)
+    }
+
+    /// Opens a pinned UTS namespace.
+    pub fn open(path: &Path) -> Result<Self> {
+        File::open(path)
+            .map(|file| UtsNs { file })
+            .map_err(|err| Error::system(format!("open UTS namespace {}", path.display()), err))
+    }
+
+    /// Removes the pin at `path`; removing a missing one succeeds.
+    pub fn delete(path: &Path) -> Result<()> {
+        unpin(path)
+    }
+}
+
+/// Runs `f` on a new thread that has entered `netns` (and `uts`, when given): processes it
+/// spawns start in these namespaces; the caller's thread is untouched.
+pub fn run_in<T: Send>(netns: &Netns, uts: Option<&UtsNs>, f: impl FnOnce() -> T + Send) -> Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                setns(netns.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|err| {
+                    Error::system(format!("enter network namespace {}", netns.path.display()), err)
+                })?;
+                if let Some(uts) = uts {
+                    setns(uts.file.as_fd(), CloneFlags::CLONE_NEWUTS)
+                        .map_err(|err| Error::system("enter UTS namespace", err))?;
+                }
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Creates a namespace of `kind` on a fresh thread, runs `inside` in it, and pins it at `path`
+/// (an empty file bind-mounted with the thread's `/proc/thread-self/ns/<entry>`).
+fn pin_new(
+    kind: CloneFlags,
+    entry: &str,
+    path: &Path,
+    inside: impl FnOnce() -> Result<()> + Send,
+) -> Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|err| Error::system(format!("create {}", path.display()), err))?;
+    let pinned = std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<()> {
+                unshare(kind).map_err(|err| Error::system(format!("unshare {entry} namespace"), err))?;
+                inside()?;
+                mount(
+                    Some(format!("/proc/thread-self/ns/{entry}").as_str()),
+                    path,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(|err| Error::system(format!("bind mount {}", path.display()), err))
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
+    if pinned.is_err() {
+        let _ = fs::remove_file(path);
+    }
+    pinned
+}
+
+/// Unmounts and removes a namespace pin; a missing pin is fine.
+fn unpin(path: &Path) -> Result<()> {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EINVAL) => {}
+        Err(err) => return Err(Error::system(format!("unmount {}", path.display()), err)),
+    }
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(Error::system(format!("remove {}", path.display()), err)),
     }
 }
 

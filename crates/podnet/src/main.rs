@@ -5,6 +5,8 @@
 //! that plugin; otherwise it is a command-line tool with subcommands.
 
 mod cni;
+mod lab;
+mod workload;
 
 use std::process::ExitCode;
 
@@ -26,6 +28,17 @@ enum Command {
     /// CNI plugins: install them, or run one explicitly.
     #[command(subcommand)]
     Cni(cni::Command),
+    /// A multi-node cluster network on this host: nodes and pods are network namespaces.
+    #[command(subcommand)]
+    Lab(lab::Command),
+    /// A built-in workload (what the lab runs for traefik/whoami, nginx and pause images).
+    Workload {
+        /// whoami, nginx or pause.
+        name: String,
+        /// The container's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +54,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Cni(command) => cni::run(command),
+        Command::Lab(command) => lab::run(command),
+        Command::Workload { name, args } => Ok(workload::run(&name, &args)),
     };
     match outcome {
         Ok(code) => code,

@@ -48,7 +48,9 @@ volume_path = "{base}/volumes"
         .unwrap();
         std::fs::write(
             dir.join("storage.conf"),
-            format!("[storage]\ndriver = \"vfs\"\ngraphroot = \"{base}/root\"\nrunroot = \"{base}/runroot\"\n"),
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{base}/root\"\nrunroot = \"{base}/runroot\"\n"
+            ),
         )
         .unwrap();
         let conflist = serde_json::json!({
@@ -64,7 +66,11 @@ volume_path = "{base}/volumes"
                 {"type": "portmap", "capabilities": {"portMappings": true}, "stateDir": dir.join("state")}
             ]
         });
-        std::fs::write(dir.join(&format!("net.d/{NETWORK}.conflist")), conflist.to_string()).unwrap();
+        std::fs::write(
+            dir.join(&format!("net.d/{NETWORK}.conflist")),
+            conflist.to_string(),
+        )
+        .unwrap();
         for container in ["web", "client"] {
             let rootfs = dir.join(&format!("rootfs-{container}"));
             for sub in ["bin", "etc", "proc", "sys", "dev", "tmp", "run", "www", "root"] {
@@ -118,7 +124,12 @@ volume_path = "{base}/volumes"
     }
 
     fn ip(&self, name: &str) -> String {
-        self.podman(&["inspect", "-f", &format!("{{{{.NetworkSettings.Networks.{NETWORK}.IPAddress}}}}"), name])
+        self.podman(&[
+            "inspect",
+            "-f",
+            &format!("{{{{.NetworkSettings.Networks.{NETWORK}.IPAddress}}}}"),
+            name,
+        ])
     }
 }
 
@@ -137,10 +148,17 @@ impl Drop for Podman {
 fn podman_runs_containers_on_a_podnet_network() {
     let cache_existed = Path::new("/var/lib/cni").exists();
     let podman = Podman::new();
-    podman.run("web", &["-p", "18080:80"], &["/bin/httpd", "-f", "-p", "80", "-h", "/www"]);
+    podman.run(
+        "web",
+        &["-p", "18080:80"],
+        &["/bin/httpd", "-f", "-p", "80", "-h", "/www"],
+    );
     podman.run("client", &[], &["/bin/sleep", "600"]);
     let (web, client) = (podman.ip("web"), podman.ip("client"));
-    assert!(web.starts_with("10.88.20.") && client.starts_with("10.88.20."), "{web} {client}");
+    assert!(
+        web.starts_with("10.88.20.") && client.starts_with("10.88.20."),
+        "{web} {client}"
+    );
     assert_ne!(web, client);
 
     podman.podman(&["exec", "client", "ping", "-c1", "-W2", &web]);
@@ -162,7 +180,13 @@ fn podman_runs_containers_on_a_podnet_network() {
     podman.podman(&["rm", "-f", "-t", "0", "web", "client"]);
     let addresses: Vec<String> = files_below(&podman.dir.join("ipam"))
         .into_iter()
-        .filter(|name| name.rsplit('/').next().unwrap().parse::<std::net::IpAddr>().is_ok())
+        .filter(|name| {
+            name.rsplit('/')
+                .next()
+                .unwrap()
+                .parse::<std::net::IpAddr>()
+                .is_ok()
+        })
         .collect();
     assert!(addresses.is_empty(), "{addresses:?}");
     let records: Vec<String> = files_below(&podman.dir.join("state"))

@@ -1,0 +1,145 @@
+//! The lab daemon's control protocol: one JSON request and one JSON response per connection
+//! on the lab's Unix socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::containers::ContainerStatus;
+
+/// A request to the lab daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Report nodes and pods.
+    Status,
+    /// Change the lab to match this lab file.
+    Apply {
+        /// The lab file's text.
+        file: String,
+    },
+    /// Where and how to run a command in a pod's container.
+    Exec {
+        /// The pod's namespace.
+        namespace: String,
+        /// The pod's name.
+        pod: String,
+        /// The container; the first one when `None`.
+        container: Option<String>,
+    },
+    /// Tear everything down and exit.
+    Down,
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    /// The lab's state.
+    Status(LabStatus),
+    /// What an apply changed.
+    Applied(Vec<String>),
+    /// A container to exec in.
+    Exec(ExecTarget),
+    /// Done.
+    Ok,
+    /// The request failed.
+    Error(String),
+}
+
+/// What `podnet lab status` shows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LabStatus {
+    /// The lab's name.
+    pub name: String,
+    /// The cluster's pod CIDR.
+    pub pod_cidr: String,
+    /// The nodes.
+    pub nodes: Vec<NodeStatus>,
+    /// The pods.
+    pub pods: Vec<PodStatus>,
+}
+
+/// One node's row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's name.
+    pub name: String,
+    /// Its underlay address.
+    pub address: String,
+    /// Its pod subnet.
+    pub pod_cidr: String,
+    /// Its network namespace.
+    pub netns: String,
+}
+
+/// One pod's row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodStatus {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub name: String,
+    /// Its node.
+    pub node: String,
+    /// Its IPs.
+    pub ips: Vec<String>,
+    /// Its network namespace.
+    pub netns: String,
+    /// Its containers.
+    pub containers: Vec<ContainerStatus>,
+    /// Why the pod is not running, when it is not.
+    pub message: Option<String>,
+}
+
+impl PodStatus {
+    /// `Running`, `ContainerCreating`, `CrashLoopBackOff`, ..., as `kubectl get pods` says.
+    pub fn phase(&self) -> String {
+        if self.message.is_some() {
+            return "Failed".into();
+        }
+        self.containers
+            .iter()
+            .find_map(|container| {
+                (container.state != "Running").then(|| {
+                    container
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| container.state.clone())
+                })
+            })
+            .unwrap_or_else(|| "Running".into())
+    }
+
+    /// Whether every container is ready.
+    pub fn ready(&self) -> bool {
+        self.message.is_none() && self.containers.iter().all(|container| container.ready)
+    }
+
+    /// Whether every container has started (or failed) at least once.
+    pub fn settled(&self) -> bool {
+        self.message.is_some() || self.containers.iter().all(|container| container.settled)
+    }
+}
+
+/// Where to run a command: the container's namespaces and environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecTarget {
+    /// The sandbox's network namespace.
+    pub netns: String,
+    /// The sandbox's UTS namespace pin.
+    pub uts: String,
+    /// The container's environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// Sends `request` to the daemon listening on `socket` and returns its response.
+pub fn call(socket: &Path, request: &Request) -> std::io::Result<Response> {
+    let mut stream = UnixStream::connect(socket)?;
+    let mut line = serde_json::to_vec(request).expect("requests serialize");
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer)?;
+    serde_json::from_str(&answer).map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err))
+}

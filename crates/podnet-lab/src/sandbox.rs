@@ -1,0 +1,215 @@
+//! Pod sandboxes: what the pause container holds in Kubernetes.
+//!
+//! A pod's containers share one network namespace (so they talk over `localhost` and cannot
+//! bind the same port) and one UTS namespace (so `hostname` is the pod's name). The sandbox owns
+//! both: it exists before the first container starts and outlives container restarts. Like
+//! containerd, the lab pins the namespaces, brings `lo` up with the loopback plugin and attaches
+//! `eth0` by running the node's CNI network list through the CNI protocol. hostNetwork pods
+//! use the node's namespaces instead and get no CNI attachment.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use podnet_cni::runtime::{Attachment, NetworkConfigList, Runtime};
+use podnet_cni::spec::CniError;
+use podnet_model::ObjectKey;
+use podnet_netlink::{Netns, UtsNs};
+use serde_json::{Value, json};
+
+use crate::paths::LabPaths;
+use crate::reaper;
+use crate::topology::NodeRuntime;
+
+/// The interface name of a pod's network attachment.
+const POD_INTERFACE: &str = "eth0";
+
+/// A failure to create or remove a sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// A namespace operation failed.
+    #[error("{0}")]
+    Kernel(#[from] podnet_netlink::Error),
+    /// A CNI plugin refused.
+    #[error("CNI {command}: {error}")]
+    Cni {
+        /// ADD or DEL.
+        command: &'static str,
+        /// The plugin's error.
+        error: CniError,
+    },
+    /// A file could not be written.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A pod's sandbox.
+#[derive(Debug)]
+pub struct Sandbox {
+    /// The network namespace the containers run in.
+    pub netns: Arc<Netns>,
+    /// The UTS namespace the containers run in.
+    pub uts: Arc<UtsNs>,
+    /// The pod's IPs.
+    pub ips: Vec<IpAddr>,
+    /// The CNI container ID, and the ADD result DEL needs back; `None` for hostNetwork pods.
+    attachment: Option<(String, Value)>,
+}
+
+/// Creates the sandbox of `pod` on `node`. On failure nothing of it is left behind.
+pub fn create(
+    paths: &LabPaths,
+    node: &NodeRuntime,
+    runtime: &Runtime,
+    key: &ObjectKey,
+    pod: &Pod,
+) -> Result<Sandbox, SandboxError> {
+    if podnet_model::pod_host_network(pod) {
+        return Ok(Sandbox {
+            netns: node.netns.clone(),
+            uts: node.uts.clone(),
+            ips: vec![node.address],
+            attachment: None,
+        });
+    }
+    let dir = paths.pod_dir(key);
+    std::fs::create_dir_all(&dir)?;
+    let netns_name = paths.pod_netns(key);
+    let netns = Netns::create_named(&netns_name)?;
+    let created = (|| {
+        let uts = UtsNs::create(&dir.join("uts"), &key.name)?;
+        let id = pod.metadata.uid.clone().unwrap_or_else(|| netns_name.clone());
+        let (result, ips) = attach(node, runtime, &netns, &id, pod)?;
+        Ok(Sandbox {
+            netns: Arc::new(netns),
+            uts: Arc::new(uts),
+            ips,
+            attachment: Some((id, result)),
+        })
+    })();
+    if created.is_err() {
+        let _ = UtsNs::delete(&dir.join("uts"));
+        let _ = reaper::delete_netns(&netns_name);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    created
+}
+
+/// Runs the CNI plugins for a new sandbox, from the node's namespace as a node's runtime would.
+fn attach(
+    node: &NodeRuntime,
+    runtime: &Runtime,
+    netns: &Netns,
+    id: &str,
+    pod: &Pod,
+) -> Result<(Value, Vec<IpAddr>), SandboxError> {
+    let netns_path: PathBuf = netns.path().to_owned();
+    let loopback = NetworkConfigList::parse(
+        &json!({"cniVersion": "1.1.0", "name": "cni-loopback", "type": "loopback"}).to_string(),
+    )
+    .expect("static configuration");
+    let lo = Attachment {
+        container_id: id,
+        netns: &netns_path,
+        ifname: "lo",
+        args: Vec::new(),
+        capabilities: Vec::new(),
+    };
+    node.netns
+        .run(|| runtime.add(&loopback, &lo))?
+        .map_err(|error| SandboxError::Cni {
+            command: "ADD",
+            error,
+        })?;
+    let eth0 = pod_attachment(id, &netns_path, pod);
+    let (result, parsed) = node
+        .netns
+        .run(|| runtime.add(&node.network, &eth0))?
+        .map_err(|error| SandboxError::Cni {
+            command: "ADD",
+            error,
+        })?;
+    let ips = parsed.ips.iter().map(|ip| ip.address.addr()).collect();
+    Ok((result, ips))
+}
+
+/// The attachment of a pod's `eth0`: Kubernetes' CNI_ARGS and the pod's host ports.
+fn pod_attachment<'a>(id: &'a str, netns: &'a std::path::Path, pod: &Pod) -> Attachment<'a> {
+    let key = ObjectKey::of(&pod.metadata);
+    let mappings: Vec<Value> = pod
+        .spec
+        .iter()
+        .flat_map(|spec| &spec.containers)
+        .flat_map(|container| container.ports.iter().flatten())
+        .filter_map(|port| {
+            let host_port = port.host_port?;
+            Some(json!({
+                "hostPort": host_port,
+                "containerPort": port.container_port,
+                "protocol": port.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+                "hostIP": port.host_ip.clone().unwrap_or_default(),
+            }))
+        })
+        .collect();
+    let mut capabilities = Vec::new();
+    if !mappings.is_empty() {
+        capabilities.push(("portMappings".to_owned(), Value::Array(mappings)));
+    }
+    Attachment {
+        container_id: id,
+        netns,
+        ifname: POD_INTERFACE,
+        args: vec![
+            ("IgnoreUnknown".into(), "1".into()),
+            ("K8S_POD_NAMESPACE".into(), key.namespace),
+            ("K8S_POD_NAME".into(), key.name),
+            ("K8S_POD_INFRA_CONTAINER_ID".into(), id.to_owned()),
+        ],
+        capabilities,
+    }
+}
+
+/// Removes a sandbox: CNI DEL (when `detach`; a node going away entirely may skip it), then
+/// its namespaces and files. Never stops at the first failure.
+pub fn destroy(
+    paths: &LabPaths,
+    node: &NodeRuntime,
+    runtime: &Runtime,
+    key: &ObjectKey,
+    pod: &Pod,
+    sandbox: Sandbox,
+    detach: bool,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    let Some((id, result)) = sandbox.attachment else {
+        return failures;
+    };
+    if detach {
+        let netns_path = sandbox.netns.path().to_owned();
+        let eth0 = pod_attachment(&id, &netns_path, pod);
+        match node
+            .netns
+            .run(|| runtime.del(&node.network, &eth0, Some(&result)))
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => failures.push(format!("CNI DEL: {err}")),
+            Err(err) => failures.push(err.to_string()),
+        }
+    }
+    drop(sandbox.netns);
+    drop(sandbox.uts);
+    let dir = paths.pod_dir(key);
+    if let Err(err) = UtsNs::delete(&dir.join("uts")) {
+        failures.push(err.to_string());
+    }
+    if let Err(err) = reaper::delete_netns(&paths.pod_netns(key)) {
+        failures.push(err.to_string());
+    }
+    if let Err(err) = std::fs::remove_dir_all(&dir)
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        failures.push(format!("{}: {err}", dir.display()));
+    }
+    failures
+}

@@ -1,0 +1,277 @@
+//! Nodes: a network namespace per node, plugged into an underlay segment.
+//!
+//! The underlay is what a cloud VPC or a rack switch is to real nodes: one L2 segment
+//! (a bridge in the lab's `LAB_fabric` namespace) that every node's `eth0` is cabled to with a
+//! veth pair. Nodes have no route anywhere else: the lab is sealed from the host's uplink.
+//! Each node also gets a UTS namespace with its name as hostname (hostNetwork pods share it)
+//! and a CNI network configuration for its pod subnet.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Node;
+use podnet_cni::runtime::NetworkConfigList;
+use podnet_netlink::{Netlink, Netns, UtsNs, VethPair, sysctl};
+use serde_json::{Value, json};
+
+use crate::controlplane::NODE_NETWORK;
+use crate::paths::LabPaths;
+
+/// Name of the underlay bridge inside the fabric namespace.
+const UNDERLAY_BRIDGE: &str = "underlay";
+/// Name of a node's underlay interface.
+pub const NODE_UPLINK: &str = "eth0";
+/// Name of the pod bridge on every node.
+pub const POD_BRIDGE: &str = "cni0";
+
+/// A failure to build or remove part of the topology.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// A kernel operation failed.
+    #[error("{what}: {source}")]
+    Kernel {
+        /// What was being done.
+        what: String,
+        /// The failure.
+        #[source]
+        source: podnet_netlink::Error,
+    },
+    /// A file could not be written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The node object lacks what a node needs.
+    #[error("node {0}: {1}")]
+    Invalid(String, String),
+}
+
+fn kernel(what: impl Into<String>) -> impl FnOnce(podnet_netlink::Error) -> TopologyError {
+    let what = what.into();
+    move |source| TopologyError::Kernel { what, source }
+}
+
+/// A running node (cheap to clone: the namespaces are shared).
+#[derive(Debug, Clone)]
+pub struct NodeRuntime {
+    /// The node's name.
+    pub name: String,
+    /// Its network namespace.
+    pub netns: Arc<Netns>,
+    /// Its UTS namespace (hostname = node name).
+    pub uts: Arc<UtsNs>,
+    /// The CNI network its pods are attached to.
+    pub network: NetworkConfigList,
+    /// Its address on the underlay.
+    pub address: IpAddr,
+}
+
+/// Creates the fabric namespace with the underlay bridge.
+pub fn create_fabric(paths: &LabPaths) -> Result<(), TopologyError> {
+    let name = paths.fabric_netns();
+    let netns = Netns::create_named(&name).map_err(kernel(format!("create namespace {name}")))?;
+    let mut netlink = Netlink::connect_in(&netns).map_err(kernel("connect to the fabric"))?;
+    netlink
+        .add_bridge(UNDERLAY_BRIDGE, locally_administered_mac(&name), None)
+        .map_err(kernel("create the underlay bridge"))?;
+    let bridge = netlink
+        .require_link(UNDERLAY_BRIDGE)
+        .map_err(kernel("find the underlay bridge"))?;
+    netlink
+        .set_up(bridge.index)
+        .map_err(kernel("bring the underlay up"))?;
+    Ok(())
+}
+
+/// Creates a node: its namespaces, its cable to the underlay, its CNI configuration.
+pub fn create_node(
+    paths: &LabPaths,
+    node: &Node,
+    custom_cni: Option<&str>,
+) -> Result<NodeRuntime, TopologyError> {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let invalid = |message: &str| TopologyError::Invalid(name.clone(), message.to_owned());
+    let address: IpAddr = podnet_model::node_address(node, "InternalIP")
+        .and_then(|ip| ip.parse().ok())
+        .ok_or_else(|| invalid("has no InternalIP"))?;
+    let pod_cidr = *podnet_model::node_pod_cidrs(node)
+        .first()
+        .ok_or_else(|| invalid("has no podCIDR"))?;
+    let dir = paths.node_dir(&name);
+    std::fs::create_dir_all(&dir).map_err(|source| TopologyError::Io {
+        what: format!("create {}", dir.display()),
+        source,
+    })?;
+
+    let netns_name = paths.node_netns(&name);
+    let netns = Netns::create_named(&netns_name).map_err(kernel(format!("create namespace {netns_name}")))?;
+    let uts = UtsNs::create(&dir.join("uts"), &name)
+        .map_err(kernel(format!("create the UTS namespace of {name}")))?;
+    let fabric =
+        Netns::open(podnet_netlink::netns::named_path(&paths.fabric_netns()).map_err(kernel("fabric"))?)
+            .map_err(kernel("open the fabric namespace"))?;
+
+    // The cable: eth0 in the node, a port of the underlay bridge in the fabric.
+    let mut fabric_link = Netlink::connect_in(&fabric).map_err(kernel("connect to the fabric"))?;
+    let port = fabric_port_name(&name);
+    fabric_link
+        .add_veth(&VethPair {
+            name: &port,
+            mac: None,
+            peer_name: NODE_UPLINK,
+            peer_netns: Some(&netns),
+            mtu: None,
+        })
+        .map_err(kernel(format!("cable node {name} to the underlay")))?;
+    let port_link = fabric_link
+        .require_link(&port)
+        .map_err(kernel("find the underlay port"))?;
+    let bridge = fabric_link
+        .require_link(UNDERLAY_BRIDGE)
+        .map_err(kernel("find the underlay bridge"))?;
+    fabric_link
+        .set_controller(port_link.index, bridge.index)
+        .map_err(kernel("plug the port"))?;
+    fabric_link
+        .set_up(port_link.index)
+        .map_err(kernel("bring the port up"))?;
+
+    let mut node_link = Netlink::connect_in(&netns).map_err(kernel(format!("connect to node {name}")))?;
+    let lo = node_link.require_link("lo").map_err(kernel("find lo"))?;
+    node_link.set_up(lo.index).map_err(kernel("bring lo up"))?;
+    let uplink = node_link.require_link(NODE_UPLINK).map_err(kernel("find eth0"))?;
+    let prefix = NODE_NETWORK.parse::<IpNet>().expect("valid").prefix_len();
+    node_link
+        .add_address(uplink.index, IpNet::new(address, prefix).expect("valid prefix"))
+        .map_err(kernel(format!("address node {name}")))?;
+    node_link.set_up(uplink.index).map_err(kernel("bring eth0 up"))?;
+    netns
+        .run(|| sysctl::set("net.ipv4.ip_forward", "1"))
+        .and_then(|result| result)
+        .map_err(kernel("enable forwarding"))?;
+
+    let network_text = match custom_cni {
+        Some(text) => confine(text, &dir)?,
+        None => default_network(&dir, pod_cidr).to_string(),
+    };
+    let network = NetworkConfigList::parse(&network_text)
+        .map_err(|err| invalid(&format!("CNI configuration: {err}")))?;
+    let conflist = dir.join("network.conflist");
+    std::fs::write(&conflist, &network_text).map_err(|source| TopologyError::Io {
+        what: format!("write {}", conflist.display()),
+        source,
+    })?;
+    Ok(NodeRuntime {
+        name,
+        netns: Arc::new(netns),
+        uts: Arc::new(uts),
+        network,
+        address,
+    })
+}
+
+/// Removes a node's namespaces and directory (its pods must be gone already); idempotent.
+pub fn delete_node(paths: &LabPaths, name: &str) -> Vec<TopologyError> {
+    let mut errors = Vec::new();
+    let dir = paths.node_dir(name);
+    if let Err(err) = UtsNs::delete(&dir.join("uts")) {
+        errors.push(TopologyError::Kernel {
+            what: format!("remove the UTS namespace of {name}"),
+            source: err,
+        });
+    }
+    // Deleting the node's namespace deletes eth0 and, with it, its underlay port.
+    if let Err(err) = crate::reaper::delete_netns(&paths.node_netns(name)) {
+        errors.push(TopologyError::Kernel {
+            what: format!("delete node {name}"),
+            source: err,
+        });
+    }
+    if let Err(source) = std::fs::remove_dir_all(&dir)
+        && source.kind() != std::io::ErrorKind::NotFound
+    {
+        errors.push(TopologyError::Io {
+            what: format!("remove {}", dir.display()),
+            source,
+        });
+    }
+    errors
+}
+
+/// The lab's default network: a bridge with the node's pod subnet, and host ports.
+fn default_network(dir: &std::path::Path, pod_cidr: IpNet) -> Value {
+    json!({
+        "cniVersion": "1.1.0",
+        "name": "podnet",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": POD_BRIDGE,
+                "isGateway": true,
+                "hairpinMode": true,
+                "stateDir": dir.join("cni-state"),
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": pod_cidr.to_string()}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": dir.join("ipam"),
+                }
+            },
+            {"type": "portmap", "capabilities": {"portMappings": true}, "stateDir": dir.join("cni-state")}
+        ]
+    })
+}
+
+/// A user's CNI configuration, with the plugins' files kept inside the lab's node directory.
+fn confine(text: &str, dir: &std::path::Path) -> Result<String, TopologyError> {
+    let mut value: Value = serde_json::from_str(text).expect("validated when the file was parsed");
+    let plugins: Vec<&mut Value> = match value.get_mut("plugins").and_then(Value::as_array_mut) {
+        Some(list) => list.iter_mut().collect(),
+        None => vec![&mut value],
+    };
+    for plugin in plugins {
+        if ["bridge", "portmap"].contains(&plugin["type"].as_str().unwrap_or_default())
+            && plugin.get("stateDir").is_none()
+        {
+            plugin["stateDir"] = json!(dir.join("cni-state"));
+        }
+        if plugin["ipam"]["type"] == "host-local" && plugin["ipam"].get("dataDir").is_none() {
+            plugin["ipam"]["dataDir"] = json!(dir.join("ipam"));
+        }
+    }
+    Ok(value.to_string())
+}
+
+/// The underlay port of a node: a short stable name derived from the node's name.
+fn fabric_port_name(node: &str) -> String {
+    let hash = node.bytes().fold(0xcbf29ce484222325u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x100000001b3)
+    });
+    format!("n-{:08x}", hash as u32)
+}
+
+fn locally_administered_mac(seed: &str) -> [u8; 6] {
+    let hash = seed.bytes().fold(0xcbf29ce484222325u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x100000001b3)
+    });
+    let bytes = hash.to_be_bytes();
+    [
+        (bytes[0] & 0xfe) | 0x02,
+        bytes[1],
+        bytes[2],
+        bytes[3],
+        bytes[4],
+        bytes[5],
+    ]
+}
+
+/// The directory of the lab's CNI plugins.
+pub fn cni_bin_dirs(paths: &LabPaths) -> Vec<PathBuf> {
+    vec![paths.cni_bin()]
+}

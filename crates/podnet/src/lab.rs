@@ -1,0 +1,140 @@
+//! `podnet lab`: a multi-node cluster network on this host.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+use podnet_lab::client;
+
+/// `podnet lab` subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Build the lab FILE describes and return once it is ready; it keeps running.
+    Up {
+        /// The lab file: a Lab header and Kubernetes YAML (Namespaces, Pods, Deployments).
+        file: PathBuf,
+    },
+    /// Change a running lab to match FILE: create what appeared, remove what disappeared.
+    Apply {
+        /// The lab file.
+        file: PathBuf,
+    },
+    /// Show the lab's nodes and pods.
+    Status {
+        /// The lab (the only running one when omitted).
+        #[arg(long)]
+        lab: Option<String>,
+    },
+    /// Run a command in a pod's container: its network namespace, hostname and environment.
+    Exec {
+        /// The pod.
+        pod: String,
+        /// The pod's namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The container (the pod's first when omitted).
+        #[arg(short, long)]
+        container: Option<String>,
+        /// The lab (the only running one when omitted).
+        #[arg(long)]
+        lab: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print a container's output.
+    Logs {
+        /// The pod.
+        pod: String,
+        /// The pod's namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The container (the pod's first when omitted).
+        #[arg(short, long)]
+        container: Option<String>,
+        /// The lab (the only running one when omitted).
+        #[arg(long)]
+        lab: Option<String>,
+    },
+    /// Remove the lab and everything it created. Removing a lab that is not up succeeds.
+    Down {
+        /// The lab (the only running one when omitted).
+        #[arg(long)]
+        lab: Option<String>,
+    },
+    /// The lab's daemon (started by `lab up`).
+    #[command(hide = true)]
+    Daemon {
+        /// The lab's name.
+        name: String,
+    },
+}
+
+/// Runs a `podnet lab` subcommand.
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Up { file } => {
+            let status = client::up(&file, |line| eprintln!("  {line}"))?;
+            print!("{}", client::format_status(&status));
+        }
+        Command::Apply { file } => {
+            let changes = client::apply(&file)?;
+            if changes.is_empty() {
+                println!("nothing to change");
+            }
+            for change in changes {
+                println!("{change}");
+            }
+        }
+        Command::Status { lab } => print!("{}", client::format_status(&client::status(lab.as_deref())?)),
+        Command::Exec {
+            pod,
+            namespace,
+            container,
+            lab,
+            command,
+        } => {
+            let err = client::exec(lab.as_deref(), &namespace, &pod, container.as_deref(), &command);
+            return Err(err.into());
+        }
+        Command::Logs {
+            pod,
+            namespace,
+            container,
+            lab,
+        } => {
+            let path = client::log_path(lab.as_deref(), &namespace, &pod, container.as_deref())?;
+            let text =
+                std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            print!("{text}");
+        }
+        Command::Down { lab } => match client::down(lab.as_deref())? {
+            Some(name) => println!("lab {name} removed"),
+            None => println!("no lab is up: nothing to remove"),
+        },
+        Command::Daemon { name } => return Ok(daemon(&name)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's life: a log on stderr, the readiness report on stdout.
+fn daemon(name: &str) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(podnet_lab::daemon::run(name, std::io::stdout())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            println!("error {err}");
+            eprintln!("lab {name}: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

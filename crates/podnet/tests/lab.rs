@@ -1,0 +1,326 @@
+//! End-to-end tests of `podnet lab`: the real binary, a real lab on this host's kernel.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::*;
+
+/// A lab started from a file (renamed to be unique to the test), removed on drop.
+struct Lab {
+    name: String,
+    dir: TestDir,
+}
+
+impl Lab {
+    /// Starts `text` (a lab file whose Lab is named `NAME`) under a unique name.
+    fn up(text: &str) -> Self {
+        let lab = Self::prepare(text);
+        let output = lab.podnet(&["lab", "up", lab.file().to_str().unwrap()]);
+        assert!(
+            output.status.success(),
+            "lab up failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        lab
+    }
+
+    /// Writes the file without starting the lab.
+    fn prepare(text: &str) -> Self {
+        require_root();
+        let name = format!("t{}", &unique("lab").replace('-', "")[3..]);
+        let dir = TestDir::new("labfile");
+        std::fs::write(dir.join("lab.yaml"), text.replace("NAME", &name)).unwrap();
+        Lab { name, dir }
+    }
+
+    fn file(&self) -> std::path::PathBuf {
+        self.dir.join("lab.yaml")
+    }
+
+    fn podnet(&self, args: &[&str]) -> Output {
+        Command::new(podnet()).args(args).output().expect("podnet runs")
+    }
+
+    /// `podnet lab exec --lab NAME POD [-c C] -- ARGS`, asserting success.
+    fn exec(&self, pod: &str, container: Option<&str>, args: &[&str]) -> String {
+        let output = self.exec_output(pod, container, args);
+        assert!(
+            output.status.success(),
+            "exec in {pod} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn exec_output(&self, pod: &str, container: Option<&str>, args: &[&str]) -> Output {
+        let mut full = vec!["lab", "exec", "--lab", &self.name, pod];
+        if let Some(container) = container {
+            full.extend(["-c", container]);
+        }
+        full.push("--");
+        full.extend_from_slice(args);
+        self.podnet(&full)
+    }
+
+    fn status(&self) -> String {
+        let output = self.podnet(&["lab", "status", "--lab", &self.name]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The IP of a pod, from `lab status`.
+    fn pod_ip(&self, pod: &str) -> String {
+        self.status()
+            .lines()
+            .find(|line| line.split_whitespace().nth(1) == Some(pod))
+            .and_then(|line| line.split_whitespace().nth(5))
+            .unwrap_or_else(|| panic!("pod {pod} not in\n{}", self.status()))
+            .to_owned()
+    }
+
+    fn down(&self) -> Output {
+        self.podnet(&["lab", "down", "--lab", &self.name])
+    }
+
+    /// Asserts that nothing of the lab is left: namespaces, state, processes.
+    fn assert_gone(&self) {
+        let netns = run_ok("ip", &["netns", "list"]);
+        assert!(
+            !netns.contains(&format!("{}_", self.name)),
+            "namespaces left:\n{netns}"
+        );
+        assert!(
+            !Path::new("/run/podnet/labs").join(&self.name).exists(),
+            "state left"
+        );
+        let processes = run_ok("ps", &["-eo", "args"]);
+        assert!(
+            !processes.contains(&format!("lab daemon {}", self.name)),
+            "daemon left:\n{processes}"
+        );
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.down();
+    }
+}
+
+const SEED_002: &str = include_str!("../../../examples/seed-002-pause-nginx.yaml");
+const SEED_000: &str = include_str!("../../../examples/seed-000-shared-netns.yaml");
+
+#[test]
+fn seed_002_pause_sandbox_with_nginx_answers_curl_from_another_pod() {
+    let lab = Lab::up(&SEED_002.replace("name: seed002", "name: NAME"));
+    let web = lab.pod_ip("web");
+    assert_eq!(web, "10.0.10.2", "host-local hands out .2 first, as in the seed");
+    let page = lab.exec("client", None, &["curl", "-s", &format!("http://{web}")]);
+    assert!(page.contains("<title>Welcome to nginx!</title>"), "{page}");
+    // The seed's routes, installed by the bridge plugin from host-local's result.
+    let routes = run_ok(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &format!("{}_default_web", lab.name),
+            "ip",
+            "route",
+        ],
+    );
+    assert!(routes.contains("default via 10.0.10.1 dev eth0"), "{routes}");
+    assert!(routes.contains("1.1.1.1 via 10.0.10.1 dev eth0"), "{routes}");
+    // The seed's bridge, on the node.
+    let links = run_ok(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &format!("{}_node1", lab.name),
+            "ip",
+            "-br",
+            "addr",
+        ],
+    );
+    assert!(
+        links
+            .lines()
+            .any(|line| line.starts_with("cni_net0") && line.contains("10.0.10.1/24")),
+        "{links}"
+    );
+    assert!(lab.down().status.success());
+    lab.assert_gone();
+    let again = lab.down();
+    assert!(again.status.success(), "a second down must succeed too");
+}
+
+#[test]
+fn seed_000_containers_of_a_pod_share_localhost_and_its_ports() {
+    let lab = Lab::up(&SEED_000.replace("name: seed000", "name: NAME"));
+    let page = lab.exec("shared", Some("netshoot"), &["curl", "-s", "http://localhost"]);
+    assert!(page.contains("Welcome to nginx!"), "{page}");
+    let sockets = lab.exec("shared", Some("netshoot"), &["ss", "-ltnH"]);
+    assert!(sockets.contains(":80 "), "{sockets}");
+    assert_eq!(
+        lab.exec("shared", Some("netshoot"), &["hostname"]).trim(),
+        "shared"
+    );
+
+    // Two nginx containers in one pod: one holds :80, the other cannot bind it.
+    let clash = eventually(10, || {
+        let status = lab.status();
+        let line = status
+            .lines()
+            .find(|line| line.split_whitespace().nth(1) == Some("clash"))?
+            .to_owned();
+        (line.contains("1/2") && line.contains("CrashLoopBackOff") || line.contains("Error")).then_some(line)
+    });
+    assert!(clash.is_some(), "{}", lab.status());
+    let logs: String = ["first", "second"]
+        .iter()
+        .map(|container| {
+            String::from_utf8_lossy(
+                &lab.podnet(&["lab", "logs", "--lab", &lab.name, "clash", "-c", container])
+                    .stdout,
+            )
+            .into_owned()
+        })
+        .collect();
+    assert!(
+        logs.contains("bind() to 0.0.0.0:80 failed (98: Address already in use)"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn whoami_answers_with_its_hostname_ips_and_the_client_address() {
+    let lab = Lab::up(
+        "apiVersion: podnet.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: NAME\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata:\n  name: whoami\nspec:\n  containers:\n  - name: whoami\n    image: traefik/whoami\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata:\n  name: client\nspec:\n  containers:\n  - name: c\n    image: busybox\n    command: [sleep, infinity]\n",
+    );
+    let (server, client) = (lab.pod_ip("whoami"), lab.pod_ip("client"));
+    let answer = lab.exec("client", None, &["curl", "-s", &format!("http://{server}/")]);
+    assert!(answer.starts_with("Hostname: whoami\n"), "{answer}");
+    assert!(answer.contains("IP: 127.0.0.1\n"), "{answer}");
+    assert!(answer.contains(&format!("IP: {server}\n")), "{answer}");
+    assert!(answer.contains(&format!("RemoteAddr: {client}:")), "{answer}");
+    assert!(answer.contains("GET / HTTP/1.1\nHost: "), "{answer}");
+    assert!(answer.contains("User-Agent: curl/"), "{answer}");
+}
+
+#[test]
+fn deployment_replicas_become_running_pods_and_exec_keeps_exit_codes() {
+    let lab = Lab::up(
+        "apiVersion: podnet.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: NAME\n---\n\
+         apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: nginx-test\n  namespace: shop\nspec:\n  replicas: 3\n  selector:\n    matchLabels: {app: nginx-test}\n  template:\n    metadata:\n      labels: {app: nginx-test}\n    spec:\n      containers:\n      - name: nginx\n        image: nginx\n        ports:\n        - containerPort: 80\n",
+    );
+    let status = lab.status();
+    let pods: Vec<&str> = status.lines().filter(|line| line.starts_with("shop ")).collect();
+    assert_eq!(pods.len(), 3, "{status}");
+    assert!(
+        pods.iter()
+            .all(|line| line.contains("1/1") && line.contains("Running")),
+        "{status}"
+    );
+    let pod = pods[0].split_whitespace().nth(1).unwrap();
+    let output = lab.podnet(&[
+        "lab", "exec", "--lab", &lab.name, "-n", "shop", pod, "--", "sh", "-c", "exit 7",
+    ]);
+    assert_eq!(output.status.code(), Some(7));
+}
+
+#[test]
+fn a_bad_lab_file_is_refused_and_creates_nothing() {
+    let lab = Lab::prepare(
+        "apiVersion: podnet.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: NAME\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata:\n  name: db\nspec:\n  containers:\n  - name: redis\n    image: redis:7\n",
+    );
+    let output = lab.podnet(&["lab", "up", lab.file().to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("document 2 (Pod default/db)") && stderr.contains("cannot be emulated"),
+        "{stderr}"
+    );
+    lab.assert_gone();
+}
+
+#[test]
+fn a_lab_whose_daemon_dies_half_way_leaves_nothing_behind() {
+    // Forty pods take long enough to kill the daemon while it is wiring them.
+    let mut text = "apiVersion: podnet.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: NAME\n".to_owned();
+    text.push_str("---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: many\nspec:\n  replicas: 40\n  selector:\n    matchLabels: {app: many}\n  template:\n    metadata:\n      labels: {app: many}\n    spec:\n      containers:\n      - {name: c, image: busybox, command: [sleep, infinity]}\n");
+    let lab = Lab::prepare(&text);
+    let mut up = Command::new(podnet())
+        .args(["lab", "up", lab.file().to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the first pod, then kill the daemon.
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(up.stderr.take().unwrap()).lines();
+    assert!(
+        lines
+            .by_ref()
+            .any(|line| line.unwrap().contains("pod default/many-")),
+        "no pod was wired"
+    );
+    let pattern = format!("lab daemon {}", lab.name);
+    let _ = Command::new("pkill").args(["-KILL", "-f", &pattern]).status();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = up.wait().unwrap();
+    assert!(!status.success(), "lab up reported success: {rest:?}");
+    // Container processes that outlived the daemon are gone with the namespaces.
+    lab.assert_gone();
+}
+
+#[test]
+fn down_removes_everything_even_when_the_daemon_was_killed() {
+    let lab = Lab::up(
+        "apiVersion: podnet.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: NAME\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: busybox\n    command: [sleep, infinity]\n",
+    );
+    let containers: Vec<String> = run_ok("ip", &["netns", "pids", &format!("{}_default_p", lab.name)])
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(containers.len(), 1, "the pod's one container process");
+    let pattern = format!("lab daemon {}", lab.name);
+    assert!(
+        Command::new("pkill")
+            .args(["-KILL", "-f", &pattern])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        Path::new("/proc").join(&containers[0]).exists(),
+        "the container outlives its daemon"
+    );
+    let output = lab.down();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    lab.assert_gone();
+    let gone = eventually(2, || {
+        (!Path::new("/proc").join(&containers[0]).exists()).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "container process {} survived lab down",
+        containers[0]
+    );
+}
