@@ -7,6 +7,7 @@
 //! `STATE_DIR/PLUGIN/NETWORK/CONTAINERID:IFNAME.json`; changes that must be seen together (add a
 //! record and decide what the network still needs) happen under one `flock`.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -119,7 +120,7 @@ impl Records {
     }
 
     /// Every record of this plugin on every network of the state directory.
-    pub fn list_all_networks<T: DeserializeOwned>(&self) -> Result<Vec<T>, CniError> {
+    pub fn list_all_networks<T: DeserializeOwned>(&self) -> Result<Vec<(String, String, T)>, CniError> {
         let plugin_dir = self.dir.parent().expect("records live in PLUGIN/NETWORK");
         let Ok(networks) = fs::read_dir(plugin_dir) else {
             return Ok(Vec::new());
@@ -130,7 +131,7 @@ impl Records {
                 root: self.root.clone(),
                 dir: network.path(),
             };
-            records.extend(other.list::<T>()?.into_iter().map(|(_, _, record)| record));
+            records.extend(other.list::<T>()?);
         }
         Ok(records)
     }
@@ -142,4 +143,110 @@ impl Records {
 
 fn io_error(action: &str, path: &Path, err: std::io::Error) -> CniError {
     CniError::io(format!("cannot {action} {}", path.display())).details(err.to_string())
+}
+
+/// Shared resources held by attachments, counted with marker files: a resource (a masqueraded
+/// subnet, a host port) is in use while its directory `STATE_DIR/claims/PLUGIN/RESOURCE/` holds
+/// a `CONTAINERID:IFNAME` marker. Deciding whether an attachment is the first or last holder
+/// then costs one directory listing, not reading every record.
+#[derive(Debug, Clone)]
+pub struct Claims {
+    dir: PathBuf,
+}
+
+impl Claims {
+    /// The claims of `plugin` (shared by all its networks) under `state_dir`.
+    pub fn new(state_dir: &Path, plugin: &str) -> Self {
+        Claims {
+            dir: state_dir.join("claims").join(plugin),
+        }
+    }
+
+    /// Records that `container_id`/`ifname` holds `resource`; true when nobody held it before.
+    pub fn add(
+        &self,
+        _lock: &RecordLock,
+        resource: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<bool, CniError> {
+        let dir = self.dir.join(escape(resource));
+        fs::create_dir_all(&dir).map_err(|err| io_error("create", &dir, err))?;
+        let first = self.holders(resource)?.is_empty();
+        let marker = dir.join(format!("{container_id}:{ifname}"));
+        fs::write(&marker, b"").map_err(|err| io_error("write", &marker, err))?;
+        Ok(first)
+    }
+
+    /// Releases `resource` for `container_id`/`ifname`; true when it was the last holder.
+    pub fn remove(
+        &self,
+        _lock: &RecordLock,
+        resource: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<bool, CniError> {
+        let dir = self.dir.join(escape(resource));
+        let marker = dir.join(format!("{container_id}:{ifname}"));
+        match fs::remove_file(&marker) {
+            Ok(()) => {}
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(err) => return Err(io_error("remove", &marker, err)),
+        }
+        let last = self.holders(resource)?.is_empty();
+        if last {
+            let _ = fs::remove_dir(&dir);
+        }
+        Ok(last)
+    }
+
+    /// Who holds `resource`, as `CONTAINERID:IFNAME`.
+    pub fn holders(&self, resource: &str) -> Result<Vec<String>, CniError> {
+        let dir = self.dir.join(escape(resource));
+        match fs::read_dir(&dir) {
+            Ok(entries) => Ok(entries
+                .flatten()
+                .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
+                .collect()),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+            Err(err) => Err(io_error("list", &dir, err)),
+        }
+    }
+
+    /// Releases claims whose holder (`CONTAINERID:IFNAME`) is not in `recorded`: a plugin was
+    /// killed between claiming and recording. Returns the resources nobody holds any more.
+    pub fn release_orphans(
+        &self,
+        lock: &RecordLock,
+        recorded: &HashSet<String>,
+    ) -> Result<Vec<String>, CniError> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Ok(Vec::new());
+        };
+        let mut freed = Vec::new();
+        for entry in entries.flatten() {
+            let Some(resource) = entry.file_name().to_str().map(unescape) else {
+                continue;
+            };
+            for holder in self.holders(&resource)? {
+                if recorded.contains(&holder) {
+                    continue;
+                }
+                let (id, ifname) = holder.split_once(':').unwrap_or((&holder, ""));
+                if self.remove(lock, &resource, id, ifname)? {
+                    freed.push(resource.clone());
+                }
+            }
+        }
+        Ok(freed)
+    }
+}
+
+/// Resources may contain '/' (CIDRs); directory names may not.
+fn escape(resource: &str) -> String {
+    resource.replace('/', "_")
+}
+
+fn unescape(name: &str) -> String {
+    name.replace('_', "/")
 }

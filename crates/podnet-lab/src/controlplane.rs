@@ -229,6 +229,15 @@ fn deployment_pods(file: &LabFile) -> Vec<Pod> {
     pods
 }
 
+/// The pods of `file` in the order they are written: Pods, then each Deployment's replicas.
+pub fn file_order(file: &LabFile) -> Vec<ObjectKey> {
+    file.pods
+        .iter()
+        .chain(&deployment_pods(file))
+        .map(|pod| ObjectKey::of(&pod.metadata))
+        .collect()
+}
+
 /// Gives every unscheduled pod the node with the fewest pods (ties by name).
 fn schedule(state: &mut ClusterState) {
     let mut load: HashMap<String, usize> = state.nodes.keys().map(|node| (node.clone(), 0)).collect();

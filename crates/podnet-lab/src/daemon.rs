@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container as ContainerObject, Pod};
@@ -17,7 +16,6 @@ use podnet_cni::runtime::Runtime;
 use podnet_model::{ClusterState, ObjectKey};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
 
 use crate::containers::{Container, ContainerSpec, Namespaces, RestartPolicy};
 use crate::controlplane;
@@ -29,8 +27,6 @@ use crate::spec::{self, LabFile, LabSpec};
 use crate::topology::{self, NodeRuntime};
 use crate::workload::{Builtin, Program};
 
-/// How many sandboxes are wired at once (CNI calls are short and mostly kernel work).
-const PARALLEL_SANDBOXES: usize = 8;
 /// How long an apply waits for new pods to start before reporting them as they are.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -163,36 +159,38 @@ impl Lab {
             self.nodes.insert(name.clone(), runtime);
         }
 
-        // New pods: sandboxes in parallel, then their containers.
-        let arriving: Vec<(ObjectKey, Pod)> = desired
-            .pods
-            .iter()
-            .filter(|(key, _)| !self.pods.contains_key(*key))
-            .map(|(key, pod)| (key.clone(), pod.clone()))
-            .collect();
-        let limit = Arc::new(Semaphore::new(PARALLEL_SANDBOXES));
-        let mut wiring = Vec::new();
-        for (key, pod) in arriving {
-            let node_name = podnet_model::pod_node(&pod).expect("scheduled").to_owned();
-            let node = self.nodes[&node_name].clone();
-            let (paths, runtime, limit) = (self.paths.clone(), self.runtime.clone(), limit.clone());
-            let (job_key, job_pod) = (key.clone(), pod.clone());
-            wiring.push((
-                key,
-                pod,
-                node_name,
-                tokio::spawn(async move {
-                    let _permit = limit.acquire_owned().await.expect("never closed");
-                    blocking(move || sandbox::create(&paths, &node, &runtime, &job_key, &job_pod)).await
-                }),
-            ));
+        // New pods: each node wires its pods one after the other, in the file's order (so
+        // addresses are handed out in that order), nodes in parallel; then the containers.
+        let mut arriving: BTreeMap<String, Vec<(ObjectKey, Pod)>> = BTreeMap::new();
+        for key in controlplane::file_order(&file) {
+            if let Some(pod) = desired.pods.get(&key).filter(|_| !self.pods.contains_key(&key)) {
+                let node = podnet_model::pod_node(pod).expect("scheduled").to_owned();
+                arriving.entry(node).or_default().push((key, pod.clone()));
+            }
+        }
+        let mut per_node = Vec::new();
+        for (node_name, pods) in arriving {
+            let (node, paths, runtime) = (
+                self.nodes[&node_name].clone(),
+                self.paths.clone(),
+                self.runtime.clone(),
+            );
+            per_node.push(tokio::spawn(blocking(move || {
+                pods.into_iter()
+                    .map(|(key, pod)| {
+                        let outcome = sandbox::create(&paths, &node, &runtime, &key, &pod)
+                            .map_err(|err| err.to_string());
+                        (key, pod, node_name.clone(), outcome)
+                    })
+                    .collect::<Vec<_>>()
+            })));
+        }
+        let mut wired = Vec::new();
+        for handle in per_node {
+            wired.extend(handle.await.map_err(|err| format!("wiring pods failed: {err}"))?);
         }
         let mut started = Vec::new();
-        for (key, pod, node, handle) in wiring {
-            let outcome = handle
-                .await
-                .map_err(|err| err.to_string())
-                .and_then(|result| result.map_err(|err| err.to_string()));
+        for (key, pod, node, outcome) in wired {
             let mut running = RunningPod {
                 pod,
                 node: node.clone(),

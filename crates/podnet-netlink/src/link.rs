@@ -175,6 +175,20 @@ impl Netlink {
         self.set_link(message, || format!("set link #{index} up"))
     }
 
+    /// Takes a link down.
+    pub fn set_down(&mut self, index: u32) -> Result<()> {
+        let mut message = indexed(index);
+        message.header.change_mask = LinkFlags::Up;
+        self.set_link(message, || format!("set link #{index} down"))
+    }
+
+    /// Renames a link (it must be down).
+    pub fn set_name(&mut self, index: u32, name: &str) -> Result<()> {
+        let mut message = indexed(index);
+        message.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        self.set_link(message, || format!("rename link #{index} to {name}"))
+    }
+
     /// Sets or clears promiscuous mode.
     pub fn set_promiscuous(&mut self, index: u32, on: bool) -> Result<()> {
         let mut message = indexed(index);

@@ -25,6 +25,20 @@ pub enum Command {
         /// The plugin type: bridge, host-local, loopback or portmap.
         plugin: String,
     },
+    /// Destroy the veth pair of an attachment bridge's DEL detached (started by DEL).
+    #[command(hide = true)]
+    Reap {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        network: String,
+        #[arg(long)]
+        container_id: String,
+        #[arg(long)]
+        ifname: String,
+        #[arg(long)]
+        link: String,
+    },
 }
 
 /// The plugin a program name (argv[0]) stands for, if any.
@@ -45,6 +59,16 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 bail!("unknown plugin {name:?}: podnet provides bridge, host-local, loopback and portmap")
             }
         },
+        Command::Reap {
+            state_dir,
+            network,
+            container_id,
+            ifname,
+            link,
+        } => {
+            podnet_cni::plugins::bridge::reap(&state_dir, &network, &container_id, &ifname, &link)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -366,11 +366,36 @@ fn del_cleans_everything_even_when_the_netns_is_gone_and_twice() {
     node.del("c1", None, &conf).ok();
     node.del("c1", Some(&container), &conf).ok();
     assert!(node.ipam_files().is_empty());
-    assert!(node.records().is_empty());
-    assert!(!node.links().contains("veth"), "{}", node.links());
     assert!(node.nft_set("masq-v4").is_empty());
+    // The veth pair's destruction finishes in the background, and its record with it.
+    assert!(
+        eventually(5, || node.records().is_empty().then_some(())).is_some(),
+        "{:?}",
+        node.records()
+    );
+    assert!(!node.links().contains("veth"), "{}", node.links());
     // A DEL for something never added succeeds too.
     node.del("never", None, &conf).ok();
+}
+
+#[test]
+fn del_detaches_at_once_and_the_veth_pair_is_destroyed_in_the_background() {
+    let node = Node::new();
+    let conf = node.conf("1.0.0", json!({}));
+    let container = TestNetns::new("c");
+    let result = node.add("c1", &container, &conf).ok();
+    let host_veth = result["interfaces"][1]["name"].as_str().unwrap().to_owned();
+    node.del("c1", Some(&container), &conf).ok();
+    // Detached: eth0 is free for a new attachment right away.
+    assert!(!container.exec_ok("ip", &["-o", "link"]).contains("eth0"));
+    let readd = node.add("c1", &container, &conf).ok();
+    assert_ne!(readd["interfaces"][1]["name"], json!(host_veth));
+    let gone = eventually(5, || (!node.links().contains(&host_veth)).then_some(()));
+    assert!(gone.is_some(), "{host_veth} still exists: {}", node.links());
+    assert!(!container.exec_ok("ip", &["-o", "link"]).contains("pndel"));
+    // The re-added attachment kept its record; the reaper removed only the old one's.
+    assert_eq!(node.records(), vec!["bridge/testnet/c1:eth0.json".to_owned()]);
+    container.exec_ok("ping", &["-c1", "-W2", "10.88.7.1"]);
 }
 
 #[test]

@@ -189,11 +189,17 @@ fn podman_runs_containers_on_a_podnet_network() {
         })
         .collect();
     assert!(addresses.is_empty(), "{addresses:?}");
-    let records: Vec<String> = files_below(&podman.dir.join("state"))
-        .into_iter()
-        .filter(|name| name.ends_with(".json"))
-        .collect();
-    assert!(records.is_empty(), "{records:?}");
+    let records = || -> Vec<String> {
+        files_below(&podman.dir.join("state"))
+            .into_iter()
+            .filter(|name| name.ends_with(".json"))
+            .collect()
+    };
+    assert!(
+        eventually(5, || records().is_empty().then_some(())).is_some(),
+        "{:?}",
+        records()
+    );
     assert_eq!(http_get(&podman.node, "http://10.88.20.1:18080/"), None);
     drop(podman);
     if !cache_existed {

@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use podnet_netlink::{LinkKind, Netlink, Netns, Route, VethPair, format_mac, sysctl};
@@ -24,13 +24,15 @@ use crate::delegate;
 use crate::firewall::{self, Verb};
 use crate::skel::{Call, Plugin};
 use crate::spec::{CniError, CniResult, Command, ErrorCode, Interface, IpConfig, NetConf, RouteConfig};
-use crate::state::{DEFAULT_STATE_DIR, RecordLock, Records};
+use crate::state::{Claims, DEFAULT_STATE_DIR, RecordLock, Records};
 
 /// The bridge plugin.
 pub struct Bridge;
 
 /// Name of this plugin's record directory.
 const RECORDS: &str = "bridge";
+/// Prefix of a detached container interface awaiting destruction.
+const DETACHED_PREFIX: &str = "pndel";
 /// How many random host veth names to try before giving up.
 const VETH_NAME_ATTEMPTS: u32 = 3;
 /// Index of the container interface in the result's `interfaces`.
@@ -77,18 +79,23 @@ fn default_bridge_name() -> String {
     "cni0".into()
 }
 
-/// What ADD did for one attachment, kept until DEL or GC.
+/// What ADD did for one attachment, kept until the veth pair is gone.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     /// The host end of the veth pair.
     host_veth: String,
     /// Subnets masqueraded for this attachment.
     masquerade: Vec<IpNet>,
+    /// DEL has detached the attachment; only the veth pair's destruction is pending.
+    #[serde(default)]
+    detached: bool,
 }
 
 struct Conf {
     net: NetConf<Keys>,
     records: Records,
+    /// Masqueraded subnets and the attachments that need them.
+    claims: Claims,
 }
 
 impl Conf {
@@ -127,7 +134,8 @@ impl Conf {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let records = Records::new(&state_dir, RECORDS, &net.name);
-        Ok(Conf { net, records })
+        let claims = Claims::new(&state_dir, RECORDS);
+        Ok(Conf { net, records, claims })
     }
 
     fn keys(&self) -> &Keys {
@@ -171,13 +179,13 @@ impl Plugin for Bridge {
 
     fn del(&self, call: &Call) -> Result<(), CniError> {
         let conf = Conf::parse(call)?;
+        let (id, ifname) = (&call.env.container_id, &call.env.ifname);
         let mut errors = Vec::new();
         if let Some(ipam) = &conf.net.ipam {
             errors.extend(delegate::run(&ipam.plugin_type, Command::Del, call, &stdin_of(call)).err());
         }
-        let record: Option<Record> = conf.records.read(&call.env.container_id, &call.env.ifname)?;
-        errors.extend(remove_links(call, record.as_ref()).err());
         let lock = conf.records.lock()?;
+        let record: Option<Record> = conf.records.read(id, ifname)?;
         let masquerade = match &record {
             Some(record) => record.masquerade.clone(),
             // No record: an attachment made before records existed; prevResult names its subnets.
@@ -189,12 +197,20 @@ impl Plugin for Bridge {
                 .collect(),
             None => Vec::new(),
         };
-        errors.extend(
-            conf.records
-                .remove(&lock, &call.env.container_id, &call.env.ifname)
-                .err(),
-        );
-        errors.extend(release_masquerade(&conf, &lock, &masquerade).err());
+        if let Some(record) = &record {
+            let detached = Record {
+                masquerade: Vec::new(),
+                detached: true,
+                ..record.clone()
+            };
+            errors.extend(conf.records.write(&lock, id, ifname, &detached).err());
+        }
+        errors.extend(release_masquerade(&conf, &lock, id, ifname, &masquerade).err());
+        drop(lock);
+        errors.extend(detach_container_link(call).err());
+        if let Some(record) = &record {
+            start_reaper(&conf, call, &record.host_veth);
+        }
         first_error(errors)
     }
 
@@ -296,18 +312,17 @@ impl Plugin for Bridge {
         let mut errors = Vec::new();
         let mut host = Netlink::connect()?;
         let lock = conf.records.lock()?;
-        let mut masquerade = Vec::new();
         for (container_id, ifname, record) in conf.records.list::<Record>()? {
-            if valid.contains(&(container_id.clone(), ifname.clone())) {
+            if !record.detached && valid.contains(&(container_id.clone(), ifname.clone())) {
                 continue;
             }
             if let Some(link) = host.link(&record.host_veth)? {
                 errors.extend(host.delete_link(link.index).err().map(CniError::from));
             }
             errors.extend(conf.records.remove(&lock, &container_id, &ifname).err());
-            masquerade.extend(record.masquerade);
+            errors.extend(release_masquerade(&conf, &lock, &container_id, &ifname, &record.masquerade).err());
         }
-        errors.extend(release_masquerade(&conf, &lock, &masquerade).err());
+        errors.extend(release_orphan_claims(&conf, &lock).err());
         drop(lock);
         if let Some(ipam) = &conf.net.ipam {
             errors.extend(delegate::run(&ipam.plugin_type, Command::Gc, call, &stdin_of(call)).err());
@@ -344,7 +359,9 @@ fn attach(
         ));
     }
 
-    // 2. The record, before any kernel change, so DEL and GC can always clean up.
+    // 2. The record, before any kernel change, so DEL and GC can always clean up; and the
+    //    claims on masqueraded subnets, which say whether the elements exist already (only a
+    //    subnet's first attachment adds them, its last removes them).
     let masquerade: Vec<IpNet> = if keys.ip_masq {
         result.ips.iter().map(|ip| ip.address.trunc()).collect()
     } else {
@@ -353,17 +370,26 @@ fn attach(
     let mut record = Record {
         host_veth: format!("veth{}", random_suffix()),
         masquerade: masquerade.clone(),
+        detached: false,
     };
-    write_record(conf, call, &record)?;
-    undo.record = true;
+    let unmasqueraded = {
+        let lock = conf.records.lock()?;
+        // The claims first: a claim without a record is released by GC, while a record
+        // without its claims could let another attachment's DEL remove elements it needs.
+        undo.masquerade = masquerade.clone();
+        let unmasqueraded = claim_masquerade(conf, &lock, &call.env.container_id, ifname, &masquerade)?;
+        conf.records
+            .write(&lock, &call.env.container_id, ifname, &record)?;
+        undo.record = true;
+        unmasqueraded
+    };
 
     // 3. Masquerading, committed by nft while the links are being set up.
-    let masquerading = if masquerade.is_empty() {
+    let masquerading = if unmasqueraded.is_empty() {
         None
     } else {
         let mut elements = podnet_nft::Transaction::new();
-        firewall::masquerade_elements(&mut elements, Verb::Add, &masquerade);
-        undo.masquerade = masquerade;
+        firewall::masquerade_elements(&mut elements, Verb::Add, &unmasqueraded);
         Some(firewall::start(elements)?)
     };
 
@@ -504,11 +530,11 @@ fn rollback(
             Err(e) => failures.push(format!("lock records: {e}")),
         }
     }
-    if undo.record {
+    if undo.record || !undo.masquerade.is_empty() {
+        let (id, ifname) = (&call.env.container_id, &call.env.ifname);
         let released = conf.records.lock().and_then(|lock| {
-            conf.records
-                .remove(&lock, &call.env.container_id, &call.env.ifname)?;
-            release_masquerade(conf, &lock, &undo.masquerade)
+            conf.records.remove(&lock, id, ifname)?;
+            release_masquerade(conf, &lock, id, ifname, &undo.masquerade)
         });
         if let Err(e) = released {
             failures.push(format!("remove record: {e}"));
@@ -657,57 +683,155 @@ fn container_route(route: &RouteConfig, ips: &[IpConfig], link: u32) -> Route {
     kernel
 }
 
-/// Removes the veth pair: from inside the container when its namespace still exists, else by
-/// the host end's recorded name (the namespace may be pinned elsewhere and still hold it).
-fn remove_links(call: &Call, record: Option<&Record>) -> Result<(), CniError> {
-    if let Some(path) = &call.env.netns
-        && let Ok(netns) = Netns::open(path)
-    {
-        let mut container = Netlink::connect_in(&netns)?;
-        if let Some(link) = container.link(&call.env.ifname)? {
-            return match container.delete_link(link.index) {
-                Err(err) if err.is_not_found() => Ok(()),
-                other => Ok(other?),
-            };
+/// Takes the container's interface down and renames it out of the way, so the container is
+/// detached at once and a new attachment may reuse the interface name immediately.
+fn detach_container_link(call: &Call) -> Result<(), CniError> {
+    let Some(netns) = call.env.netns.as_ref().and_then(|path| Netns::open(path).ok()) else {
+        // No namespace: the veth pair died with it.
+        return Ok(());
+    };
+    let mut container = Netlink::connect_in(&netns)?;
+    let Some(link) = container.link(&call.env.ifname)? else {
+        return Ok(());
+    };
+    container.set_down(link.index)?;
+    match container.set_name(link.index, &format!("{DETACHED_PREFIX}{}", random_suffix())) {
+        Err(err) if err.is_not_found() => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Destroys the veth pair in a background process. The kernel makes whoever deletes a veth
+/// wait for RCU grace periods (16-28 ms measured here); the detached attachment needs nobody
+/// to wait for that. The reaper is this executable (`podnet cni reap`), with no stdio, so the
+/// runtime waiting for the plugin's output is not kept waiting for it. If it cannot start, the
+/// pair is destroyed here and now.
+fn start_reaper(conf: &Conf, call: &Call, host_veth: &str) {
+    let state_dir = conf
+        .keys()
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let spawned = std::process::Command::new("/proc/self/exe")
+        .args(["cni", "reap", "--state-dir"])
+        .arg(&state_dir)
+        .args([
+            "--network",
+            &conf.net.name,
+            "--container-id",
+            &call.env.container_id,
+        ])
+        .args(["--ifname", &call.env.ifname, "--link", host_veth])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if spawned.is_err() {
+        let _ = reap(
+            &state_dir,
+            &conf.net.name,
+            &call.env.container_id,
+            &call.env.ifname,
+            host_veth,
+        );
+    }
+}
+
+/// Destroys a detached attachment's veth pair (by its host end) and then its record, unless a
+/// new attachment has replaced the record meanwhile. Run by `podnet cni reap`.
+pub fn reap(
+    state_dir: &Path,
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+    host_veth: &str,
+) -> Result<(), CniError> {
+    let mut host = Netlink::connect()?;
+    if let Some(link) = host.link(host_veth)?.filter(|link| link.kind == LinkKind::Veth) {
+        match host.delete_link(link.index) {
+            Err(err) if err.is_not_found() => {}
+            other => other?,
         }
     }
-    if let Some(record) = record {
-        let mut host = Netlink::connect()?;
-        if let Some(link) = host.link(&record.host_veth)? {
-            match host.delete_link(link.index) {
-                Err(err) if err.is_not_found() => {}
-                other => other?,
-            }
-        }
+    let records = Records::new(state_dir, RECORDS, network);
+    let lock = records.lock()?;
+    if records
+        .read::<Record>(container_id, ifname)?
+        .is_some_and(|record| record.detached && record.host_veth == host_veth)
+    {
+        records.remove(&lock, container_id, ifname)?;
     }
     Ok(())
 }
 
-/// Stops masquerading `subnets` that no remaining attachment (of any network) still uses.
-fn release_masquerade(conf: &Conf, _lock: &RecordLock, subnets: &[IpNet]) -> Result<(), CniError> {
-    if subnets.is_empty() {
-        return Ok(());
+/// Claims `subnets` for the attachment; returns those that need masquerade elements: the ones
+/// it is the first to claim, or all of them when the table is missing (after `nft flush
+/// ruleset`, for instance).
+fn claim_masquerade(
+    conf: &Conf,
+    lock: &RecordLock,
+    id: &str,
+    ifname: &str,
+    subnets: &[IpNet],
+) -> Result<Vec<IpNet>, CniError> {
+    let mut first = Vec::new();
+    for subnet in subnets {
+        if conf.claims.add(lock, &subnet.to_string(), id, ifname)? {
+            first.push(*subnet);
+        }
     }
-    let in_use: HashSet<IpNet> = conf
+    if !subnets.is_empty()
+        && !podnet_nft::table_exists(podnet_nft::Family::Inet, firewall::TABLE).unwrap_or(false)
+    {
+        return Ok(subnets.to_vec());
+    }
+    Ok(first)
+}
+
+/// Releases the attachment's claims on `subnets` and stops masquerading those it was the last
+/// to hold (the only DEL that pays for an nftables deletion).
+fn release_masquerade(
+    conf: &Conf,
+    lock: &RecordLock,
+    id: &str,
+    ifname: &str,
+    subnets: &[IpNet],
+) -> Result<(), CniError> {
+    let mut unused = Vec::new();
+    for subnet in subnets {
+        if conf.claims.remove(lock, &subnet.to_string(), id, ifname)? {
+            unused.push(*subnet);
+        }
+    }
+    delete_masquerade(&unused)
+}
+
+/// Releases claims whose holder has no record left in any network, and the masquerading
+/// nobody needs then.
+fn release_orphan_claims(conf: &Conf, lock: &RecordLock) -> Result<(), CniError> {
+    let recorded: HashSet<String> = conf
         .records
         .list_all_networks::<Record>()?
         .into_iter()
-        .flat_map(|record| record.masquerade)
+        .map(|(id, ifname, _)| format!("{id}:{ifname}"))
         .collect();
-    let unused: Vec<IpNet> = subnets
+    let freed: Vec<IpNet> = conf
+        .claims
+        .release_orphans(lock, &recorded)?
         .iter()
-        .map(IpNet::trunc)
-        .filter(|subnet| !in_use.contains(subnet))
-        .collect::<HashSet<_>>()
-        .into_iter()
+        .filter_map(|subnet| subnet.parse().ok())
         .collect();
-    if unused.is_empty()
+    delete_masquerade(&freed)
+}
+
+fn delete_masquerade(subnets: &[IpNet]) -> Result<(), CniError> {
+    if subnets.is_empty()
         || !podnet_nft::table_exists(podnet_nft::Family::Inet, firewall::TABLE).unwrap_or(true)
     {
         return Ok(());
     }
     let mut tx = podnet_nft::Transaction::new();
-    firewall::masquerade_elements(&mut tx, Verb::Delete, &unused);
+    firewall::masquerade_elements(&mut tx, Verb::Delete, subnets);
     Ok(tx.apply()?)
 }
 

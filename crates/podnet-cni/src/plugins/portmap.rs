@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::firewall::{self, PortForward, Verb};
 use crate::skel::{Call, Plugin};
 use crate::spec::{CniError, CniResult, ErrorCode, NetConf};
-use crate::state::{DEFAULT_STATE_DIR, RecordLock, Records};
+use crate::state::{Claims, DEFAULT_STATE_DIR, RecordLock, Records};
 
 /// The portmap plugin.
 pub struct Portmap;
@@ -78,27 +78,28 @@ struct Record {
     forwards: Vec<PortForward>,
 }
 
-/// The identity of a host port: two attachments may never both hold one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct HostPort {
-    ip: Option<IpAddr>,
-    protocol: String,
-    port: u16,
-    ipv4: bool,
-}
-
-fn host_port_key(forward: &PortForward) -> HostPort {
-    HostPort {
-        ip: forward.host_ip,
-        protocol: forward.protocol.clone(),
-        port: forward.host_port,
-        ipv4: forward.container_ip.is_ipv4(),
+/// The claim of a host port (`tcp-8080-any-v4`, `udp-53-192.0.2.1`): one attachment at most
+/// holds it.
+fn host_port_claim(forward: &PortForward) -> String {
+    let (protocol, port) = (&forward.protocol, forward.host_port);
+    match forward.host_ip {
+        Some(ip) => format!("{protocol}-{port}-{ip}"),
+        None => format!(
+            "{protocol}-{port}-any-{}",
+            if forward.container_ip.is_ipv4() {
+                "v4"
+            } else {
+                "v6"
+            }
+        ),
     }
 }
 
 struct Conf {
     net: NetConf<Keys>,
     records: Records,
+    /// Host ports and the attachment holding each.
+    claims: Claims,
 }
 
 impl Conf {
@@ -123,7 +124,8 @@ impl Conf {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let records = Records::new(&state_dir, RECORDS, &net.name);
-        Ok(Conf { net, records })
+        let claims = Claims::new(&state_dir, RECORDS);
+        Ok(Conf { net, records, claims })
     }
 
     fn prev_result(&self) -> Result<&CniResult, CniError> {
@@ -206,21 +208,29 @@ impl Plugin for Portmap {
         }
         {
             let lock = conf.records.lock()?;
-            let claimed = claimed_host_ports(&conf, &lock, call)?;
-            if let Some(taken) = forwards
-                .iter()
-                .find(|forward| claimed.contains(&host_port_key(forward)))
-            {
-                return Err(CniError::generic(format!(
-                    "host port {}/{} is already mapped by another container",
-                    taken.host_port, taken.protocol
-                ))
-                .details("choose another hostPort or remove the other container first"));
+            let (id, ifname) = (&call.env.container_id, &call.env.ifname);
+            let own = format!("{id}:{ifname}");
+            for (index, forward) in forwards.iter().enumerate() {
+                let claim = host_port_claim(forward);
+                let holders = conf.claims.holders(&claim)?;
+                if let Some(holder) = holders.iter().find(|holder| **holder != own) {
+                    for taken in &forwards[..index] {
+                        conf.claims.remove(&lock, &host_port_claim(taken), id, ifname)?;
+                    }
+                    return Err(CniError::generic(format!(
+                        "host port {}/{} is already mapped by another container",
+                        forward.host_port, forward.protocol
+                    ))
+                    .details(format!(
+                        "{holder} holds it; choose another hostPort or remove that container first"
+                    )));
+                }
+                conf.claims.add(&lock, &claim, id, ifname)?;
             }
             conf.records.write(
                 &lock,
-                &call.env.container_id,
-                &call.env.ifname,
+                id,
+                ifname,
                 &Record {
                     forwards: forwards.clone(),
                 },
@@ -242,9 +252,13 @@ impl Plugin for Portmap {
             applying.wait()
         });
         if let Err(err) = applied {
+            // The transaction failed as a whole: only the claims and the record remain.
+            let (id, ifname) = (&call.env.container_id, &call.env.ifname);
             let _ = conf.records.lock().and_then(|lock| {
-                conf.records
-                    .remove(&lock, &call.env.container_id, &call.env.ifname)
+                for forward in &forwards {
+                    conf.claims.remove(&lock, &host_port_claim(forward), id, ifname)?;
+                }
+                conf.records.remove(&lock, id, ifname)
             });
             return Err(err);
         }
@@ -254,7 +268,7 @@ impl Plugin for Portmap {
     fn del(&self, call: &Call) -> Result<(), CniError> {
         let conf = Conf::parse(call)?;
         let lock = conf.records.lock()?;
-        release(&conf, &lock, call, &call.env.container_id, &call.env.ifname)
+        release(&conf, &lock, &call.env.container_id, &call.env.ifname)
     }
 
     fn check(&self, call: &Call) -> Result<(), CniError> {
@@ -325,54 +339,42 @@ impl Plugin for Portmap {
         let mut errors = Vec::new();
         for (container_id, ifname, _) in conf.records.list::<Record>()? {
             if !valid.contains(&(container_id.clone(), ifname.clone())) {
-                errors.extend(release(&conf, &lock, call, &container_id, &ifname).err());
+                errors.extend(release(&conf, &lock, &container_id, &ifname).err());
             }
         }
+        // A claim without a record never reached the kernel: just drop it.
+        let recorded = conf
+            .records
+            .list_all_networks::<Record>()?
+            .into_iter()
+            .map(|(id, ifname, _)| format!("{id}:{ifname}"))
+            .collect();
+        errors.extend(conf.claims.release_orphans(&lock, &recorded).err());
         errors.into_iter().next().map_or(Ok(()), Err)
     }
 }
 
-/// Host ports held by attachments other than the caller's.
-fn claimed_host_ports(conf: &Conf, _lock: &RecordLock, call: &Call) -> Result<HashSet<HostPort>, CniError> {
-    let own = conf
-        .records
-        .read::<Record>(&call.env.container_id, &call.env.ifname)?;
-    let mut all: Vec<PortForward> = conf
-        .records
-        .list_all_networks::<Record>()?
-        .into_iter()
-        .flat_map(|record| record.forwards)
-        .collect();
-    if let Some(own) = own {
-        all.retain(|forward| !own.forwards.contains(forward));
-    }
-    Ok(all.iter().map(host_port_key).collect())
-}
-
-/// Removes an attachment's forwards and record. A host port that another attachment holds in
-/// the meantime (possible only if an earlier DEL died half-way) is left alone.
-fn release(
-    conf: &Conf,
-    lock: &RecordLock,
-    call: &Call,
-    container_id: &str,
-    ifname: &str,
-) -> Result<(), CniError> {
+/// Removes an attachment's forwards, claims and record. Only forwards whose host port the
+/// attachment still held are deleted from the kernel.
+fn release(conf: &Conf, lock: &RecordLock, container_id: &str, ifname: &str) -> Result<(), CniError> {
     let Some(record) = conf.records.read::<Record>(container_id, ifname)? else {
         return Ok(());
     };
+    let mut held = Vec::new();
+    for forward in record.forwards {
+        if conf
+            .claims
+            .remove(lock, &host_port_claim(&forward), container_id, ifname)?
+        {
+            held.push(forward);
+        }
+    }
     conf.records.remove(lock, container_id, ifname)?;
-    let claimed = claimed_host_ports(conf, lock, call)?;
-    let ours: Vec<PortForward> = record
-        .forwards
-        .into_iter()
-        .filter(|forward| !claimed.contains(&host_port_key(forward)))
-        .collect();
-    if ours.is_empty() || !podnet_nft::table_exists(podnet_nft::Family::Inet, firewall::TABLE).unwrap_or(true)
+    if held.is_empty() || !podnet_nft::table_exists(podnet_nft::Family::Inet, firewall::TABLE).unwrap_or(true)
     {
         return Ok(());
     }
     let mut tx = podnet_nft::Transaction::new();
-    firewall::port_forward_elements(&mut tx, Verb::Delete, &ours);
+    firewall::port_forward_elements(&mut tx, Verb::Delete, &held);
     tx.apply().map_err(CniError::from)
 }

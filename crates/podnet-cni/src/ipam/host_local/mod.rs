@@ -30,15 +30,14 @@ impl Plugin for HostLocal {
         let (id, ifname) = (&call.env.container_id, &call.env.ifname);
         let mut requested = requested_ips(call)?;
         let store = Store::lock(&config.data_dir, &name)?;
-        let reservations = store.reservations()?;
+        // A runtime may ADD an attachment twice by mistake; the index knows every attachment
+        // podnet serves, without reading all address files.
+        let held = store.indexed(id, ifname)?.unwrap_or_default();
         let mut ips = Vec::new();
         let mut allocated = Vec::new();
         let outcome = (|| {
             for (index, ranges) in config.range_sets.iter().enumerate() {
-                if let Some((ip, _)) = reservations
-                    .iter()
-                    .find(|(ip, owner)| owner.is(id, ifname) && in_ranges(ranges, *ip))
-                {
+                if let Some(ip) = held.iter().find(|ip| in_ranges(ranges, **ip)) {
                     return Err(CniError::generic(format!(
                         "failed to allocate for range {index}: {ip} has been allocated to {id}, duplicate allocation is not allowed"
                     ))
@@ -85,7 +84,7 @@ impl Plugin for HostLocal {
                     "requested IPs {requested:?} are not in any configured range"
                 )));
             }
-            Ok(())
+            store.index(id, ifname, &allocated)
         })();
         if let Err(err) = outcome {
             // Give back what this call took before failing.
@@ -111,22 +110,20 @@ impl Plugin for HostLocal {
         let Some(store) = Store::lock_existing(&config.data_dir, &name)? else {
             return Ok(());
         };
-        for (ip, owner) in store.reservations()? {
-            if owner.is(&call.env.container_id, &call.env.ifname) {
-                store.release(ip)?;
-            }
+        let (id, ifname) = (&call.env.container_id, &call.env.ifname);
+        for ip in store.held_by(id, ifname)? {
+            store.release(ip)?;
         }
-        Ok(())
+        store.unindex(id, ifname)
     }
 
     fn check(&self, call: &Call) -> Result<(), CniError> {
         let config = Config::parse(&call.config)?;
         let name = network_name(call)?;
         let held = match Store::lock_existing(&config.data_dir, &name)? {
-            Some(store) => store
-                .reservations()?
-                .into_iter()
-                .any(|(_, owner)| owner.is(&call.env.container_id, &call.env.ifname)),
+            Some(store) => !store
+                .held_by(&call.env.container_id, &call.env.ifname)?
+                .is_empty(),
             None => false,
         };
         if held {
@@ -170,6 +167,11 @@ impl Plugin for HostLocal {
             let kept = valid.iter().any(|(id, ifname)| owner.is(id, ifname));
             if !kept {
                 store.release(ip)?;
+            }
+        }
+        for (id, ifname) in store.indexed_owners() {
+            if !valid.contains(&(id.clone(), ifname.clone())) {
+                store.unindex(&id, &ifname)?;
             }
         }
         Ok(())
