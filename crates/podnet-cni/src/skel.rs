@@ -38,9 +38,18 @@ pub struct Attachment {
 
 impl Call {
     /// The attachments GC must keep; anything else the plugin holds may be released.
+    ///
+    /// The spec first named the key `cni.dev/attachments` and later `cni.dev/valid-attachments`;
+    /// libcni sends both, and either is accepted.
     pub fn valid_attachments(&self) -> Result<Vec<Attachment>, CniError> {
-        match self.config.get("cni.dev/valid-attachments") {
-            None | Some(Value::Null) => Ok(Vec::new()),
+        let listed = self
+            .config
+            .get("cni.dev/valid-attachments")
+            .or_else(|| self.config.get("cni.dev/attachments"));
+        match listed {
+            // Without the list, GC would release every attachment: refuse instead.
+            None | Some(Value::Null) => Err(CniError::invalid_config("GC needs the runtime's attachments")
+                .details("the configuration must carry \"cni.dev/valid-attachments\" (an empty list releases everything)")),
             Some(list) => Vec::<Attachment>::deserialize(list).map_err(|err| {
                 CniError::invalid_config("invalid cni.dev/valid-attachments").details(err.to_string())
             }),

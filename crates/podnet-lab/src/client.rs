@@ -322,6 +322,7 @@ pub fn format_status(status: &LabStatus) -> String {
         "NODE".to_owned(),
         "INTERNAL-IP".into(),
         "POD-CIDR".into(),
+        "BACKEND".into(),
         "NETNS".into(),
     ]];
     rows.extend(status.nodes.iter().map(|node| {
@@ -329,10 +330,14 @@ pub fn format_status(status: &LabStatus) -> String {
             node.name.clone(),
             node.address.clone(),
             node.pod_cidr.clone(),
+            status.backend.clone(),
             node.netns.clone(),
         ]
     }));
-    let mut text = format!("lab {} (pod CIDR {})\n\n", status.name, status.pod_cidr);
+    let mut text = format!(
+        "lab {} (pod CIDR {}, {})\n\n",
+        status.name, status.pod_cidr, status.backend
+    );
     text.push_str(&table(&rows));
     let mut rows = vec![vec![
         "NAMESPACE".to_owned(),

@@ -3,18 +3,22 @@
 //! From the lab file and the state already running it computes the desired cluster: Node
 //! objects with a pod subnet each (the node IPAM controller's job), namespaces, the pods of
 //! Deployments (the ReplicaSet controller's job) and the node of every pod (the scheduler's
-//! job). It is a pure function, so `lab apply` can diff the result against what runs and touch
-//! only what changed.
+//! job). Like a cluster's network add-on, it also runs the node agent on every node as a
+//! DaemonSet would: a hostNetwork pod `kube-system/podnet-agent-NODE`. It is a pure function, so
+//! `lab apply` can diff the result against what runs and touch only what changed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use k8s_openapi::api::core::v1::{Namespace, Node, NodeAddress, NodeSpec, NodeStatus, Pod};
+use k8s_openapi::api::core::v1::{
+    Container, Namespace, Node, NodeAddress, NodeSpec, NodeStatus, Pod, PodSpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use podnet_model::{ClusterState, DEFAULT_NAMESPACE, ObjectKey, pod_node};
 
+use crate::paths::LabPaths;
 use crate::spec::LabFile;
 
 /// The underlay segment node addresses are taken from.
@@ -25,6 +29,10 @@ const FIRST_NODE_HOST: u32 = 11;
 const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 /// Label every namespace carries with its own name.
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// The node agent's name, as its pods and their label carry it.
+const AGENT: &str = "podnet-agent";
+/// A node's CNI configuration, in its directory.
+pub const NODE_CNI_CONF: &str = "network.conflist";
 /// Label the Deployment controller puts on its pods.
 const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 
@@ -35,13 +43,14 @@ pub struct PlanError(pub String);
 
 /// The desired cluster for `file`, keeping what `running` already decided (node subnets, pod
 /// placement, pod status) wherever the file did not change it.
-pub fn plan(file: &LabFile, running: &ClusterState) -> Result<ClusterState, PlanError> {
+pub fn plan(file: &LabFile, running: &ClusterState, paths: &LabPaths) -> Result<ClusterState, PlanError> {
     let mut desired = ClusterState {
         nodes: plan_nodes(file, running)?,
         namespaces: plan_namespaces(file),
         pods: BTreeMap::new(),
     };
-    let mut pods: Vec<Pod> = file.pods.clone();
+    let mut pods: Vec<Pod> = agent_pods(file, paths);
+    pods.extend(file.pods.iter().cloned());
     pods.extend(deployment_pods(file));
     for mut pod in pods {
         let key = ObjectKey::of(&pod.metadata);
@@ -229,12 +238,75 @@ fn deployment_pods(file: &LabFile) -> Vec<Pod> {
     pods
 }
 
-/// The pods of `file` in the order they are written: Pods, then each Deployment's replicas.
-pub fn file_order(file: &LabFile) -> Vec<ObjectKey> {
-    file.pods
+/// The pods of `file` in the order they start: node agents (pods need the CNI configuration
+/// they write), then Pods as written, then each Deployment's replicas.
+pub fn start_order(file: &LabFile, paths: &LabPaths) -> Vec<ObjectKey> {
+    agent_pods(file, paths)
         .iter()
+        .chain(&file.pods)
         .chain(&deployment_pods(file))
         .map(|pod| ObjectKey::of(&pod.metadata))
+        .collect()
+}
+
+/// The node agent's DaemonSet, one hostNetwork pod per node. A lab with its own CNI
+/// configuration (a single node, nothing to route) runs none.
+fn agent_pods(file: &LabFile, paths: &LabPaths) -> Vec<Pod> {
+    if file.spec.cni.is_some() {
+        return Vec::new();
+    }
+    file.spec
+        .nodes
+        .iter()
+        .map(|node| {
+            let dir = paths.node_dir(node);
+            let mut args: Vec<String> = [
+                "agent",
+                "--lab",
+                paths.name(),
+                "--node",
+                node,
+                "--backend",
+                file.spec.backend.name(),
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            if let podnet_agent::Backend::Vxlan { vni, port } = file.spec.backend {
+                args.extend([
+                    "--vni".into(),
+                    vni.to_string(),
+                    "--vxlan-port".into(),
+                    port.to_string(),
+                ]);
+            }
+            for (flag, path) in [
+                ("--cni-conf", dir.join(NODE_CNI_CONF)),
+                ("--cni-state-dir", dir.join("cni-state")),
+                ("--ipam-dir", dir.join("ipam")),
+            ] {
+                args.extend([flag.to_owned(), path.display().to_string()]);
+            }
+            Pod {
+                metadata: ObjectMeta {
+                    name: Some(format!("{AGENT}-{node}")),
+                    namespace: Some("kube-system".into()),
+                    labels: Some(BTreeMap::from([("app".to_owned(), AGENT.to_owned())])),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(PodSpec {
+                    node_name: Some(node.clone()),
+                    host_network: Some(true),
+                    containers: vec![Container {
+                        name: "agent".into(),
+                        image: Some(crate::workload::PODNET_IMAGE.into()),
+                        args: Some(args),
+                        ..Container::default()
+                    }],
+                    ..PodSpec::default()
+                }),
+                status: None,
+            }
+        })
         .collect()
 }
 
@@ -326,6 +398,10 @@ mod tests {
     use super::*;
     use crate::spec;
 
+    fn paths() -> LabPaths {
+        LabPaths::new("demo")
+    }
+
     fn file(body: &str) -> LabFile {
         spec::parse(&format!(
             "apiVersion: podnet.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: demo\n{body}"
@@ -337,7 +413,12 @@ mod tests {
 
     #[test]
     fn nodes_get_distinct_subnets_and_addresses() {
-        let desired = plan(&file(TWO_NODES_AND_A_DEPLOYMENT), &ClusterState::default()).unwrap();
+        let desired = plan(
+            &file(TWO_NODES_AND_A_DEPLOYMENT),
+            &ClusterState::default(),
+            &paths(),
+        )
+        .unwrap();
         let cidrs: Vec<_> = desired.nodes.values().map(podnet_model::node_pod_cidrs).collect();
         assert_eq!(cidrs[0][0].to_string(), "10.244.0.0/24");
         assert_eq!(cidrs[1][0].to_string(), "10.244.1.0/24");
@@ -354,22 +435,22 @@ mod tests {
     #[test]
     fn deployments_expand_to_spread_pods_with_stable_names() {
         let lab = file(TWO_NODES_AND_A_DEPLOYMENT);
-        let first = plan(&lab, &ClusterState::default()).unwrap();
-        assert_eq!(first.pods.len(), 3);
+        let first = plan(&lab, &ClusterState::default(), &paths()).unwrap();
+        assert_eq!(first.pods.len(), 3 + 2, "three replicas and an agent per node");
         let per_node: Vec<usize> = ["node1", "node2"]
             .iter()
-            .map(|node| first.pods_on(node).count())
+            .map(|node| first.pods_on(node).filter(|(key, _)| key.namespace == "default").count())
             .collect();
         assert_eq!(per_node.iter().sum::<usize>(), 3);
         assert!(per_node.iter().all(|count| *count >= 1));
-        for key in first.pods.keys() {
+        for key in first.pods.keys().filter(|key| key.namespace == "default") {
             assert!(
                 key.name.starts_with("web-") && key.name.len() == "web-".len() + 10 + 1 + 5,
                 "{key}"
             );
         }
         // Applying the same file again keeps every pod as it is (same uid, same node).
-        let second = plan(&lab, &first).unwrap();
+        let second = plan(&lab, &first, &paths()).unwrap();
         assert_eq!(
             first
                 .pods
@@ -391,16 +472,16 @@ mod tests {
                 "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - {{name: c, image: {image}}}\n"
             ))
         };
-        let first = plan(&pod("nginx"), &ClusterState::default()).unwrap();
-        let changed = plan(&pod("traefik/whoami"), &first).unwrap();
-        let key = first.pods.keys().next().unwrap();
+        let first = plan(&pod("nginx"), &ClusterState::default(), &paths()).unwrap();
+        let changed = plan(&pod("traefik/whoami"), &first, &paths()).unwrap();
+        let key = first.pods.keys().find(|key| key.name == "p").unwrap();
         assert_ne!(first.pods[key].metadata.uid, changed.pods[key].metadata.uid);
 
         let elsewhere = file(
             "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  nodeName: k8s-w9\n  containers:\n  - {name: c, image: nginx}\n",
         );
         assert!(
-            plan(&elsewhere, &ClusterState::default())
+            plan(&elsewhere, &ClusterState::default(), &paths())
                 .unwrap_err()
                 .0
                 .contains("not a node of this lab")
@@ -409,7 +490,7 @@ mod tests {
             "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  namespace: shop\nspec:\n  containers:\n  - {name: c, image: nginx}\n",
         );
         assert!(
-            plan(&no_namespace, &ClusterState::default())
+            plan(&no_namespace, &ClusterState::default(), &paths())
                 .unwrap_err()
                 .0
                 .contains("namespace \"shop\" does not exist")
@@ -417,10 +498,41 @@ mod tests {
     }
 
     #[test]
+    fn every_node_runs_an_agent_pod_on_its_own_network() {
+        let desired = plan(
+            &file(TWO_NODES_AND_A_DEPLOYMENT),
+            &ClusterState::default(),
+            &paths(),
+        )
+        .unwrap();
+        let agents: Vec<&Pod> = desired
+            .pods
+            .values()
+            .filter(|pod| pod.metadata.namespace.as_deref() == Some("kube-system"))
+            .collect();
+        assert_eq!(agents.len(), 2);
+        let spec = agents[0].spec.as_ref().unwrap();
+        assert_eq!(spec.host_network, Some(true));
+        assert_eq!(spec.node_name.as_deref(), Some("node1"));
+        let args = spec.containers[0].args.clone().unwrap().join(" ");
+        assert!(
+            args.starts_with("agent --lab demo --node node1 --backend vxlan --vni 1 --vxlan-port 8472"),
+            "{args}"
+        );
+        let custom = file("spec:\n  cni: {cniVersion: \"1.0.0\", name: net, type: bridge}\n");
+        assert!(
+            plan(&custom, &ClusterState::default(), &paths())
+                .unwrap()
+                .pods
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn nodes_keep_their_subnet_when_others_come_and_go() {
-        let three = plan(&file("spec:\n  nodes: 3\n"), &ClusterState::default()).unwrap();
+        let three = plan(&file("spec:\n  nodes: 3\n"), &ClusterState::default(), &paths()).unwrap();
         let without_first = file("spec:\n  nodes: [{name: node2}, {name: node3}, {name: node4}]\n");
-        let next = plan(&without_first, &three).unwrap();
+        let next = plan(&without_first, &three, &paths()).unwrap();
         assert_eq!(next.nodes["node2"], three.nodes["node2"]);
         assert_eq!(next.nodes["node3"], three.nodes["node3"]);
         // The new node takes the subnet and address node1 freed.

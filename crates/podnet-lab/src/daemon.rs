@@ -9,13 +9,16 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container as ContainerObject, Pod};
+use k8s_openapi::api::core::v1::{Container as ContainerObject, Pod, PodIP, PodStatus as PodStatusObject};
 use podnet_cni::runtime::Runtime;
 use podnet_model::{ClusterState, ObjectKey};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixListener;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch};
 
 use crate::containers::{Container, ContainerSpec, Namespaces, RestartPolicy};
 use crate::controlplane;
@@ -29,6 +32,9 @@ use crate::workload::{Builtin, Program};
 
 /// How long an apply waits for new pods to start before reporting them as they are.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a watcher lets changes accumulate before sending the state: wiring 100 pods
+/// publishes 100 states, and agents only need the last.
+const WATCH_COALESCE: Duration = Duration::from_millis(20);
 
 /// A running pod.
 struct RunningPod {
@@ -49,6 +55,8 @@ pub struct Lab {
     nodes: BTreeMap<String, NodeRuntime>,
     pods: BTreeMap<ObjectKey, RunningPod>,
     fabric: bool,
+    /// The source seam's lab side: every component watching the lab gets each new state.
+    publisher: watch::Sender<Arc<ClusterState>>,
 }
 
 impl Lab {
@@ -63,7 +71,13 @@ impl Lab {
             nodes: BTreeMap::new(),
             pods: BTreeMap::new(),
             fabric: false,
+            publisher: watch::channel(Arc::new(ClusterState::default())).0,
         }
+    }
+
+    /// Sends the current cluster state to every watcher.
+    fn publish(&self) {
+        self.publisher.send_replace(Arc::new(self.cluster.clone()));
     }
 
     /// Changes the lab to match `file`: creates what appeared, removes what disappeared, leaves
@@ -89,7 +103,7 @@ impl Lab {
                 ));
             }
         }
-        let desired = controlplane::plan(&file, &self.cluster).map_err(|err| err.to_string())?;
+        let desired = controlplane::plan(&file, &self.cluster, &self.paths).map_err(|err| err.to_string())?;
         let mut changes = Vec::new();
         let mut report = |line: String| {
             progress(&line);
@@ -159,38 +173,49 @@ impl Lab {
             self.nodes.insert(name.clone(), runtime);
         }
 
-        // New pods: each node wires its pods one after the other, in the file's order (so
-        // addresses are handed out in that order), nodes in parallel; then the containers.
+        // Watchers (the node agents) see the new nodes before the pods are wired.
+        let order = controlplane::start_order(&file, &self.paths);
+        self.cluster = desired;
+        self.spec = Some(file.spec);
+        self.publish();
+
+        // New pods: each node wires its pods one after the other in start order (its agent
+        // first, then the file's order, so addresses are handed out in that order); nodes in
+        // parallel. A pod's containers start as soon as its sandbox is ready: the agent must
+        // run before the node's other pods can be wired.
         let mut arriving: BTreeMap<String, Vec<(ObjectKey, Pod)>> = BTreeMap::new();
-        for key in controlplane::file_order(&file) {
-            if let Some(pod) = desired.pods.get(&key).filter(|_| !self.pods.contains_key(&key)) {
+        for key in order {
+            if let Some(pod) = self
+                .cluster
+                .pods
+                .get(&key)
+                .filter(|_| !self.pods.contains_key(&key))
+            {
                 let node = podnet_model::pod_node(pod).expect("scheduled").to_owned();
                 arriving.entry(node).or_default().push((key, pod.clone()));
             }
         }
-        let mut per_node = Vec::new();
+        let (sender, mut wired) = mpsc::unbounded_channel();
         for (node_name, pods) in arriving {
-            let (node, paths, runtime) = (
+            let (node, paths, runtime, sender) = (
                 self.nodes[&node_name].clone(),
                 self.paths.clone(),
                 self.runtime.clone(),
+                sender.clone(),
             );
-            per_node.push(tokio::spawn(blocking(move || {
-                pods.into_iter()
-                    .map(|(key, pod)| {
-                        let outcome = sandbox::create(&paths, &node, &runtime, &key, &pod)
-                            .map_err(|err| err.to_string());
-                        (key, pod, node_name.clone(), outcome)
-                    })
-                    .collect::<Vec<_>>()
-            })));
+            tokio::task::spawn_blocking(move || {
+                for (key, pod) in pods {
+                    let outcome =
+                        sandbox::create(&paths, &node, &runtime, &key, &pod).map_err(|err| err.to_string());
+                    if sender.send((key, pod, node_name.clone(), outcome)).is_err() {
+                        return;
+                    }
+                }
+            });
         }
-        let mut wired = Vec::new();
-        for handle in per_node {
-            wired.extend(handle.await.map_err(|err| format!("wiring pods failed: {err}"))?);
-        }
+        drop(sender);
         let mut started = Vec::new();
-        for (key, pod, node, outcome) in wired {
+        while let Some((key, pod, node, outcome)) = wired.recv().await {
             let mut running = RunningPod {
                 pod,
                 node: node.clone(),
@@ -202,6 +227,9 @@ impl Lab {
                 Ok(sandbox) => {
                     let ips: Vec<String> = sandbox.ips.iter().map(ToString::to_string).collect();
                     running.containers = self.start_containers(&key, &running.pod, &sandbox);
+                    if let Some(object) = self.cluster.pods.get_mut(&key) {
+                        object.status = Some(pod_status(&sandbox, &self.nodes[&node]));
+                    }
                     running.sandbox = Some(sandbox);
                     report(format!("pod {key} on {node}: {}", ips.join(", ")));
                     started.push(key.clone());
@@ -212,9 +240,8 @@ impl Lab {
                 }
             }
             self.pods.insert(key, running);
+            self.publish();
         }
-        self.cluster = desired;
-        self.spec = Some(file.spec);
         self.wait_settled(&started).await;
         Ok(changes)
     }
@@ -292,6 +319,11 @@ impl Lab {
                 .as_ref()
                 .map(|spec| spec.pod_cidr.to_string())
                 .unwrap_or_default(),
+            backend: match &self.spec {
+                Some(spec) if spec.cni.is_some() => "custom CNI configuration".into(),
+                Some(spec) => spec.backend.name().into(),
+                None => String::new(),
+            },
             nodes: self
                 .nodes
                 .values()
@@ -376,12 +408,12 @@ fn container_spec(
 ) -> ContainerSpec {
     let program = Program::for_container(container).expect("validated when the file was parsed");
     let (argv, ready_port) = match program {
+        Program::Builtin(Builtin::Podnet, args) => {
+            (std::iter::once(current_exe()).chain(args).collect(), None)
+        }
         Program::Builtin(builtin, args) => {
-            let executable = std::env::current_exe()
-                .map(|path| path.display().to_string())
-                .unwrap_or_else(|_| "podnet".into());
             let port = builtin_port(builtin, &args);
-            let mut argv = vec![executable, "workload".into(), builtin.name().into()];
+            let mut argv = vec![current_exe(), "workload".into(), builtin.name().into()];
             argv.extend(args);
             (argv, port)
         }
@@ -396,10 +428,33 @@ fn container_spec(
     }
 }
 
+fn current_exe() -> String {
+    std::env::current_exe()
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|_| "podnet".into())
+}
+
+/// A pod's status once its sandbox is wired, as kubelet reports it.
+fn pod_status(sandbox: &Sandbox, node: &NodeRuntime) -> PodStatusObject {
+    PodStatusObject {
+        phase: Some("Running".into()),
+        pod_ip: sandbox.ips.first().map(ToString::to_string),
+        pod_ips: Some(
+            sandbox
+                .ips
+                .iter()
+                .map(|ip| PodIP { ip: ip.to_string() })
+                .collect(),
+        ),
+        host_ip: Some(node.address.to_string()),
+        ..PodStatusObject::default()
+    }
+}
+
 /// The port a built-in server listens on.
 fn builtin_port(builtin: Builtin, args: &[String]) -> Option<u16> {
     match builtin {
-        Builtin::Pause => None,
+        Builtin::Pause | Builtin::Podnet => None,
         Builtin::Nginx => Some(80),
         Builtin::Whoami => Some(crate::builtin::whoami_port(args).unwrap_or(80)),
     }
@@ -459,6 +514,11 @@ pub async fn run(name: &str, mut report: impl Write + Send) -> Result<(), String
     let file = spec::parse(&text).map_err(|err| err.to_string())?;
     crate::install_cni_plugins(&paths).map_err(|err| format!("cannot install the CNI plugins: {err}"))?;
     let mut lab = Lab::new(paths.clone());
+    // The socket serves watchers (the node agents) while the lab is being built.
+    let listener = UnixListener::bind(paths.socket())
+        .map_err(|err| format!("cannot listen on {}: {err}", paths.socket().display()))?;
+    let (requests, mut incoming) = mpsc::channel(16);
+    let acceptor = tokio::spawn(accept(listener, lab.publisher.subscribe(), requests));
     let applied = {
         let reporter = std::sync::Mutex::new(&mut report);
         let progress = |line: &str| {
@@ -469,22 +529,38 @@ pub async fn run(name: &str, mut report: impl Write + Send) -> Result<(), String
         lab.apply(file, &progress).await
     };
     if let Err(err) = applied {
+        acceptor.abort();
         lab.down().await;
         return Err(err);
     }
-    let listener = UnixListener::bind(paths.socket())
-        .map_err(|err| format!("cannot listen on {}: {err}", paths.socket().display()));
-    let listener = match listener {
-        Ok(listener) => listener,
-        Err(err) => {
-            lab.down().await;
-            return Err(err);
-        }
-    };
     let _ = writeln!(report, "ready");
     let _ = report.flush();
     drop(report);
-    serve(lab, listener).await;
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).expect("signal handler");
+    loop {
+        let (request, mut client): (Request, OwnedWriteHalf) = tokio::select! {
+            received = incoming.recv() => match received {
+                Some(received) => received,
+                None => break,
+            },
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        };
+        let (response, done) = lab.handle(request).await;
+        // Answered from here, so the answer to Down is out before the process exits.
+        let mut answer = serde_json::to_vec(&response).expect("responses serialize");
+        answer.push(b'\n');
+        let _ = client.write_all(&answer).await;
+        if done {
+            acceptor.abort();
+            return Ok(());
+        }
+    }
+    acceptor.abort();
+    lab.down().await;
     Ok(())
 }
 
@@ -493,52 +569,34 @@ pub fn lab_file(paths: &LabPaths) -> PathBuf {
     paths.root().join("lab.yaml")
 }
 
-async fn serve(mut lab: Lab, listener: UnixListener) {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
-    let mut interrupt =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).expect("signal handler");
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
-        };
-        let (reader, mut writer) = stream.into_split();
-        let mut line = String::new();
-        if BufReader::new(reader).read_line(&mut line).await.is_err() {
-            continue;
-        }
-        let request: Result<Request, _> = serde_json::from_str(&line);
-        let (response, done) = match request {
-            Err(err) => (Response::Error(format!("bad request: {err}")), false),
-            Ok(Request::Status) => (Response::Status(lab.status()), false),
-            Ok(Request::Apply { file }) => match spec::parse(&file) {
+impl Lab {
+    /// Answers one request; true when the lab is gone afterwards.
+    async fn handle(&mut self, request: Request) -> (Response, bool) {
+        match request {
+            Request::Status => (Response::Status(self.status()), false),
+            Request::Apply { file } => match spec::parse(&file) {
                 Err(err) => (Response::Error(err.to_string()), false),
-                Ok(parsed) => match lab.apply(parsed, &|_| {}).await {
+                Ok(parsed) => match self.apply(parsed, &|_| {}).await {
                     Ok(changes) => {
-                        let _ = std::fs::write(lab_file(&lab.paths), &file);
+                        let _ = std::fs::write(lab_file(&self.paths), &file);
                         (Response::Applied(changes), false)
                     }
                     Err(err) => (Response::Error(err), false),
                 },
             },
-            Ok(Request::Exec {
+            Request::Exec {
                 namespace,
                 pod,
                 container,
-            }) => {
+            } => {
                 let key = ObjectKey { namespace, name: pod };
-                match lab.exec_target(&key, container.as_deref()) {
+                match self.exec_target(&key, container.as_deref()) {
                     Ok(target) => (Response::Exec(target), false),
                     Err(err) => (Response::Error(err), false),
                 }
             }
-            Ok(Request::Down) => {
-                let failures = lab.down().await;
+            Request::Down => {
+                let failures = self.down().await;
                 if failures.is_empty() {
                     (Response::Ok, true)
                 } else {
@@ -548,13 +606,97 @@ async fn serve(mut lab: Lab, listener: UnixListener) {
                     )
                 }
             }
-        };
-        let mut answer = serde_json::to_vec(&response).expect("responses serialize");
-        answer.push(b'\n');
-        let _ = writer.write_all(&answer).await;
-        if done {
-            return;
+            Request::Watch => (
+                Response::Error("watch requests are served by the acceptor".into()),
+                false,
+            ),
         }
     }
-    lab.down().await;
+}
+
+/// Accepts connections: watches are served here, from the published states; every other
+/// request goes, with the connection to answer on, to the lab's owner, one at a time.
+async fn accept(
+    listener: UnixListener,
+    states: watch::Receiver<Arc<ClusterState>>,
+    requests: mpsc::Sender<(Request, OwnedWriteHalf)>,
+) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let (states, requests) = (states.clone(), requests.clone());
+        tokio::spawn(async move {
+            let (reader, mut writer) = stream.into_split();
+            let mut line = String::new();
+            if BufReader::new(reader).read_line(&mut line).await.is_err() {
+                return;
+            }
+            match serde_json::from_str::<Request>(&line) {
+                Ok(Request::Watch) => watch_stream(states, writer).await,
+                Ok(request) => {
+                    let _ = requests.send((request, writer)).await;
+                }
+                Err(err) => {
+                    let mut answer = serde_json::to_vec(&Response::Error(format!("bad request: {err}")))
+                        .expect("serializes");
+                    answer.push(b'\n');
+                    let _ = writer.write_all(&answer).await;
+                }
+            }
+        });
+    }
+}
+
+/// Streams the cluster state to a watcher: now, then after every change (coalesced).
+async fn watch_stream(mut states: watch::Receiver<Arc<ClusterState>>, mut writer: OwnedWriteHalf) {
+    loop {
+        let state = states.borrow_and_update().clone();
+        let mut line = serde_json::to_vec(&*state).expect("states serialize");
+        line.push(b'\n');
+        if writer.write_all(&line).await.is_err() || states.changed().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(WATCH_COALESCE).await;
+    }
+}
+
+/// Keeps a lab's cluster state up to date from its daemon: the lab's implementation of the
+/// source seam, used by node agents running in the lab.
+pub struct LabSource {
+    states: watch::Receiver<Arc<ClusterState>>,
+}
+
+impl LabSource {
+    /// Watches lab `name`, reconnecting while the daemon is unreachable. Must be called
+    /// inside a tokio runtime.
+    pub fn watch(name: &str) -> Self {
+        let socket = LabPaths::new(name).socket();
+        let (sender, states) = watch::channel(Arc::new(ClusterState::default()));
+        tokio::spawn(async move {
+            while !sender.is_closed() {
+                if let Ok(stream) = UnixStream::connect(&socket).await {
+                    let (reader, mut writer) = stream.into_split();
+                    let mut request = serde_json::to_vec(&Request::Watch).expect("requests serialize");
+                    request.push(b'\n');
+                    if writer.write_all(&request).await.is_ok() {
+                        let mut lines = BufReader::new(reader).lines();
+                        while let Ok(Some(line)) = lines.next_line().await {
+                            match serde_json::from_str::<ClusterState>(&line) {
+                                Ok(state) => {
+                                    sender.send_replace(Arc::new(state));
+                                }
+                                Err(err) => tracing::warn!("bad state from the lab daemon: {err}"),
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        LabSource { states }
+    }
+}
+
+impl podnet_model::ClusterSource for LabSource {
+    fn subscribe(&self) -> watch::Receiver<Arc<ClusterState>> {
+        self.states.clone()
+    }
 }

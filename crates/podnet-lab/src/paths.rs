@@ -85,6 +85,11 @@ impl LabPaths {
         format!("{}_fabric", self.name)
     }
 
+    /// The namespace playing a client outside the cluster and the internet.
+    pub fn external_netns(&self) -> String {
+        format!("{}_external", self.name)
+    }
+
     /// Whether a network namespace name belongs to this lab.
     pub fn owns_netns(&self, netns: &str) -> bool {
         netns

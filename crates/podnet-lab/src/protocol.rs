@@ -30,6 +30,9 @@ pub enum Request {
     },
     /// Tear everything down and exit.
     Down,
+    /// Stream the cluster state (one JSON line per change) until the connection closes: the
+    /// source seam as node agents in the lab see it.
+    Watch,
 }
 
 /// The daemon's answer.
@@ -54,6 +57,8 @@ pub struct LabStatus {
     pub name: String,
     /// The cluster's pod CIDR.
     pub pod_cidr: String,
+    /// How pods on different nodes reach each other (`vxlan`, `host-gw`, or `custom CNI`).
+    pub backend: String,
     /// The nodes.
     pub nodes: Vec<NodeStatus>,
     /// The pods.

@@ -10,6 +10,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use podnet_cni::runtime::{Attachment, NetworkConfigList, Runtime};
@@ -24,6 +25,9 @@ use crate::topology::NodeRuntime;
 
 /// The interface name of a pod's network attachment.
 const POD_INTERFACE: &str = "eth0";
+/// How long a sandbox waits for its node's CNI configuration (the node agent writes it when
+/// it starts), as kubelet waits while the network plugin is "not ready".
+const NETWORK_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A failure to create or remove a sandbox.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,9 @@ pub enum SandboxError {
     /// A file could not be written.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The node has no usable CNI configuration.
+    #[error("network not ready: {0}")]
+    NetworkNotReady(String),
 }
 
 /// A pod's sandbox.
@@ -122,16 +129,40 @@ fn attach(
             command: "ADD",
             error,
         })?;
+    let network = node_network(node)?;
     let eth0 = pod_attachment(id, &netns_path, pod);
     let (result, parsed) = node
         .netns
-        .run(|| runtime.add(&node.network, &eth0))?
+        .run(|| runtime.add(&network, &eth0))?
         .map_err(|error| SandboxError::Cni {
             command: "ADD",
             error,
         })?;
     let ips = parsed.ips.iter().map(|ip| ip.address.addr()).collect();
     Ok((result, ips))
+}
+
+/// The node's CNI network configuration, once its agent has written it.
+fn node_network(node: &NodeRuntime) -> Result<NetworkConfigList, SandboxError> {
+    let deadline = Instant::now() + NETWORK_READY_TIMEOUT;
+    loop {
+        match std::fs::read_to_string(&node.network) {
+            Ok(text) => {
+                return NetworkConfigList::parse(&text).map_err(|err| {
+                    SandboxError::NetworkNotReady(format!("{}: {err}", node.network.display()))
+                });
+            }
+            Err(err) if Instant::now() > deadline => {
+                return Err(SandboxError::NetworkNotReady(format!(
+                    "node {} has no CNI configuration at {} ({err}); is its agent running? see `podnet lab logs -n kube-system podnet-agent-{}`",
+                    node.name,
+                    node.network.display(),
+                    node.name
+                )));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
 }
 
 /// The attachment of a pod's `eth0`: Kubernetes' CNI_ARGS and the pod's host ports.
@@ -188,12 +219,12 @@ pub fn destroy(
     if detach {
         let netns_path = sandbox.netns.path().to_owned();
         let eth0 = pod_attachment(&id, &netns_path, pod);
-        match node
-            .netns
-            .run(|| runtime.del(&node.network, &eth0, Some(&result)))
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => failures.push(format!("CNI DEL: {err}")),
+        match node_network(node) {
+            Ok(network) => match node.netns.run(|| runtime.del(&network, &eth0, Some(&result))) {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => failures.push(format!("CNI DEL: {err}")),
+                Err(err) => failures.push(err.to_string()),
+            },
             Err(err) => failures.push(err.to_string()),
         }
     }

@@ -7,6 +7,7 @@
 //! spec:
 //!   nodes: 2                 # or a list: [{name: k8s-w1}, {name: k8s-w2}]
 //!   podCIDR: 10.244.0.0/16   # the cluster CIDR; every node gets a /24 of it
+//!   backend: vxlan           # how pods reach other nodes: vxlan (default) or host-gw
 //! ---
 //! apiVersion: v1
 //! kind: Pod
@@ -59,6 +60,8 @@ pub struct LabSpec {
     pub node_cidr_mask_size: u8,
     /// A CNI network configuration replacing the lab's default (single-node labs only).
     pub cni: Option<String>,
+    /// How pod traffic crosses between nodes.
+    pub backend: podnet_agent::Backend,
 }
 
 /// What is wrong with a lab file, and where.
@@ -111,6 +114,10 @@ struct LabSpecDocument {
     node_cidr_mask_size: u8,
     #[serde(default)]
     cni: Option<Value>,
+    #[serde(default = "default_backend")]
+    backend: String,
+    #[serde(default)]
+    vxlan: VxlanDocument,
 }
 
 impl Default for LabSpecDocument {
@@ -120,8 +127,40 @@ impl Default for LabSpecDocument {
             pod_cidr: default_pod_cidr(),
             node_cidr_mask_size: default_node_mask(),
             cni: None,
+            backend: default_backend(),
+            vxlan: VxlanDocument::default(),
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VxlanDocument {
+    #[serde(default = "default_vni")]
+    vni: u32,
+    #[serde(default = "default_vxlan_port")]
+    port: u16,
+}
+
+impl Default for VxlanDocument {
+    fn default() -> Self {
+        VxlanDocument {
+            vni: default_vni(),
+            port: default_vxlan_port(),
+        }
+    }
+}
+
+fn default_backend() -> String {
+    "vxlan".into()
+}
+
+fn default_vni() -> u32 {
+    1
+}
+
+fn default_vxlan_port() -> u16 {
+    8472
 }
 
 #[derive(Deserialize)]
@@ -166,6 +205,7 @@ pub fn parse(text: &str) -> Result<LabFile, SpecError> {
             pod_cidr: "10.244.0.0/16".parse().expect("valid"),
             node_cidr_mask_size: 24,
             cni: None,
+            backend: podnet_agent::Backend::DEFAULT_VXLAN,
         },
         namespaces: Vec::new(),
         pods: Vec::new(),
@@ -329,12 +369,34 @@ fn lab_spec(header: LabDocument) -> Result<LabSpec, String> {
             Some(text)
         }
     };
+    let backend = match header.spec.backend.as_str() {
+        "vxlan" => {
+            let vxlan = header.spec.vxlan;
+            if vxlan.vni == 0 || vxlan.vni >= 1 << 24 {
+                return Err(format!(
+                    "spec.vxlan.vni: {} is not a VNI (1 to 16777215)",
+                    vxlan.vni
+                ));
+            }
+            podnet_agent::Backend::Vxlan {
+                vni: vxlan.vni,
+                port: vxlan.port,
+            }
+        }
+        "host-gw" => podnet_agent::Backend::HostGw,
+        other => {
+            return Err(format!(
+                "spec.backend: {other:?} is not a backend (vxlan or host-gw)"
+            ));
+        }
+    };
     Ok(LabSpec {
         name,
         nodes,
         pod_cidr,
         node_cidr_mask_size: mask,
         cni,
+        backend,
     })
 }
 
@@ -490,6 +552,7 @@ mod tests {
                 "single-node",
             ),
             (format!("{HEADER}spec:\n  colour: blue\n"), "unknown field"),
+            (format!("{HEADER}spec:\n  backend: ipip\n"), "not a backend"),
             (
                 format!("{HEADER}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s\n"),
                 "not supported by podnet lab yet",

@@ -2,9 +2,10 @@
 //!
 //! The underlay is what a cloud VPC or a rack switch is to real nodes: one L2 segment
 //! (a bridge in the lab's `LAB_fabric` namespace) that every node's `eth0` is cabled to with a
-//! veth pair. Nodes have no route anywhere else: the lab is sealed from the host's uplink.
-//! Each node also gets a UTS namespace with its name as hostname (hostNetwork pods share it)
-//! and a CNI network configuration for its pod subnet.
+//! veth pair. On the same segment sits `LAB_external`: a client outside the cluster and, behind
+//! it, "the internet" (documentation addresses only, RFC 5737). Nodes route everything that is
+//! not local to it; it routes nowhere: the lab is sealed from the host's uplink. Each node also
+//! gets a UTS namespace with its name as hostname (hostNetwork pods share it).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use podnet_cni::runtime::NetworkConfigList;
-use podnet_netlink::{Netlink, Netns, UtsNs, VethPair, sysctl};
+use podnet_netlink::{Netlink, Netns, Route, UtsNs, VethPair, sysctl};
 use serde_json::{Value, json};
 
 use crate::controlplane::NODE_NETWORK;
@@ -21,6 +22,10 @@ use crate::paths::LabPaths;
 
 /// Name of the underlay bridge inside the fabric namespace.
 const UNDERLAY_BRIDGE: &str = "underlay";
+/// The external namespace's address on the underlay: the nodes' default gateway.
+pub const EXTERNAL_ADDRESS: &str = "192.168.10.254";
+/// "The internet" behind the external namespace: one address of each RFC 5737 range.
+pub const INTERNET_ADDRESSES: [&str; 3] = ["192.0.2.10", "198.51.100.10", "203.0.113.10"];
 /// Name of a node's underlay interface.
 pub const NODE_UPLINK: &str = "eth0";
 /// Name of the pod bridge on every node.
@@ -66,8 +71,9 @@ pub struct NodeRuntime {
     pub netns: Arc<Netns>,
     /// Its UTS namespace (hostname = node name).
     pub uts: Arc<UtsNs>,
-    /// The CNI network its pods are attached to.
-    pub network: NetworkConfigList,
+    /// Its CNI network configuration list (written by its agent, or by the lab for a custom
+    /// configuration).
+    pub network: PathBuf,
     /// Its address on the underlay.
     pub address: IpAddr,
 }
@@ -86,7 +92,60 @@ pub fn create_fabric(paths: &LabPaths) -> Result<(), TopologyError> {
     netlink
         .set_up(bridge.index)
         .map_err(kernel("bring the underlay up"))?;
+
+    let external = paths.external_netns();
+    let (external_ns, uplink) = cable(&external, &netns)?;
+    let mut link = Netlink::connect_in(&external_ns).map_err(kernel("connect to the external namespace"))?;
+    link.add_address(uplink, underlay_address(EXTERNAL_ADDRESS.parse().expect("valid")))
+        .map_err(kernel("address the external namespace"))?;
+    let lo = link.require_link("lo").map_err(kernel("find lo"))?;
+    for address in INTERNET_ADDRESSES {
+        let address = IpNet::new(address.parse().expect("valid"), 32).expect("host prefix");
+        link.add_address(lo.index, address)
+            .map_err(kernel("add an internet address"))?;
+    }
     Ok(())
+}
+
+/// Creates namespace `name` and cables its `eth0` to the underlay; returns the namespace and
+/// the index of its (up) `eth0`, with `lo` up too.
+fn cable(name: &str, fabric: &Netns) -> Result<(Netns, u32), TopologyError> {
+    let netns = Netns::create_named(name).map_err(kernel(format!("create namespace {name}")))?;
+    let mut fabric_link = Netlink::connect_in(fabric).map_err(kernel("connect to the fabric"))?;
+    let port = fabric_port_name(name);
+    fabric_link
+        .add_veth(&VethPair {
+            name: &port,
+            mac: None,
+            peer_name: NODE_UPLINK,
+            peer_netns: Some(&netns),
+            mtu: None,
+        })
+        .map_err(kernel(format!("cable {name} to the underlay")))?;
+    let port_link = fabric_link
+        .require_link(&port)
+        .map_err(kernel("find the underlay port"))?;
+    let bridge = fabric_link
+        .require_link(UNDERLAY_BRIDGE)
+        .map_err(kernel("find the underlay bridge"))?;
+    fabric_link
+        .set_controller(port_link.index, bridge.index)
+        .map_err(kernel("plug the port"))?;
+    fabric_link
+        .set_up(port_link.index)
+        .map_err(kernel("bring the port up"))?;
+    let mut link = Netlink::connect_in(&netns).map_err(kernel(format!("connect to {name}")))?;
+    let lo = link.require_link("lo").map_err(kernel("find lo"))?;
+    link.set_up(lo.index).map_err(kernel("bring lo up"))?;
+    let uplink = link.require_link(NODE_UPLINK).map_err(kernel("find eth0"))?;
+    link.set_up(uplink.index).map_err(kernel("bring eth0 up"))?;
+    Ok((netns, uplink.index))
+}
+
+/// An address on the underlay segment, with its prefix.
+fn underlay_address(address: IpAddr) -> IpNet {
+    let prefix = NODE_NETWORK.parse::<IpNet>().expect("valid").prefix_len();
+    IpNet::new(address, prefix).expect("valid prefix")
 }
 
 /// Creates a node: its namespaces, its cable to the underlay, its CNI configuration.
@@ -100,73 +159,41 @@ pub fn create_node(
     let address: IpAddr = podnet_model::node_address(node, "InternalIP")
         .and_then(|ip| ip.parse().ok())
         .ok_or_else(|| invalid("has no InternalIP"))?;
-    let pod_cidr = *podnet_model::node_pod_cidrs(node)
-        .first()
-        .ok_or_else(|| invalid("has no podCIDR"))?;
     let dir = paths.node_dir(&name);
     std::fs::create_dir_all(&dir).map_err(|source| TopologyError::Io {
         what: format!("create {}", dir.display()),
         source,
     })?;
 
-    let netns_name = paths.node_netns(&name);
-    let netns = Netns::create_named(&netns_name).map_err(kernel(format!("create namespace {netns_name}")))?;
-    let uts = UtsNs::create(&dir.join("uts"), &name)
-        .map_err(kernel(format!("create the UTS namespace of {name}")))?;
     let fabric =
         Netns::open(podnet_netlink::netns::named_path(&paths.fabric_netns()).map_err(kernel("fabric"))?)
             .map_err(kernel("open the fabric namespace"))?;
-
-    // The cable: eth0 in the node, a port of the underlay bridge in the fabric.
-    let mut fabric_link = Netlink::connect_in(&fabric).map_err(kernel("connect to the fabric"))?;
-    let port = fabric_port_name(&name);
-    fabric_link
-        .add_veth(&VethPair {
-            name: &port,
-            mac: None,
-            peer_name: NODE_UPLINK,
-            peer_netns: Some(&netns),
-            mtu: None,
-        })
-        .map_err(kernel(format!("cable node {name} to the underlay")))?;
-    let port_link = fabric_link
-        .require_link(&port)
-        .map_err(kernel("find the underlay port"))?;
-    let bridge = fabric_link
-        .require_link(UNDERLAY_BRIDGE)
-        .map_err(kernel("find the underlay bridge"))?;
-    fabric_link
-        .set_controller(port_link.index, bridge.index)
-        .map_err(kernel("plug the port"))?;
-    fabric_link
-        .set_up(port_link.index)
-        .map_err(kernel("bring the port up"))?;
-
-    let mut node_link = Netlink::connect_in(&netns).map_err(kernel(format!("connect to node {name}")))?;
-    let lo = node_link.require_link("lo").map_err(kernel("find lo"))?;
-    node_link.set_up(lo.index).map_err(kernel("bring lo up"))?;
-    let uplink = node_link.require_link(NODE_UPLINK).map_err(kernel("find eth0"))?;
-    let prefix = NODE_NETWORK.parse::<IpNet>().expect("valid").prefix_len();
-    node_link
-        .add_address(uplink.index, IpNet::new(address, prefix).expect("valid prefix"))
+    let (netns, uplink) = cable(&paths.node_netns(&name), &fabric)?;
+    let uts = UtsNs::create(&dir.join("uts"), &name)
+        .map_err(kernel(format!("create the UTS namespace of {name}")))?;
+    let mut link = Netlink::connect_in(&netns).map_err(kernel(format!("connect to node {name}")))?;
+    link.add_address(uplink, underlay_address(address))
         .map_err(kernel(format!("address node {name}")))?;
-    node_link.set_up(uplink.index).map_err(kernel("bring eth0 up"))?;
+    // Whatever is not in the cluster goes to the external namespace: "the internet".
+    let default =
+        Route::new("0.0.0.0/0".parse().expect("valid")).via(EXTERNAL_ADDRESS.parse().expect("valid"));
+    link.add_route(&default)
+        .map_err(kernel(format!("route node {name} to the external namespace")))?;
     netns
         .run(|| sysctl::set("net.ipv4.ip_forward", "1"))
         .and_then(|result| result)
         .map_err(kernel("enable forwarding"))?;
 
-    let network_text = match custom_cni {
-        Some(text) => confine(text, &dir)?,
-        None => default_network(&dir, pod_cidr).to_string(),
-    };
-    let network = NetworkConfigList::parse(&network_text)
-        .map_err(|err| invalid(&format!("CNI configuration: {err}")))?;
-    let conflist = dir.join("network.conflist");
-    std::fs::write(&conflist, &network_text).map_err(|source| TopologyError::Io {
-        what: format!("write {}", conflist.display()),
-        source,
-    })?;
+    let network = dir.join(crate::controlplane::NODE_CNI_CONF);
+    if let Some(text) = custom_cni {
+        // A custom configuration is the lab's to write; otherwise the node's agent writes one.
+        let text = confine(text, &dir)?;
+        NetworkConfigList::parse(&text).map_err(|err| invalid(&format!("CNI configuration: {err}")))?;
+        std::fs::write(&network, &text).map_err(|source| TopologyError::Io {
+            what: format!("write {}", network.display()),
+            source,
+        })?;
+    }
     Ok(NodeRuntime {
         name,
         netns: Arc::new(netns),
@@ -202,30 +229,6 @@ pub fn delete_node(paths: &LabPaths, name: &str) -> Vec<TopologyError> {
         });
     }
     errors
-}
-
-/// The lab's default network: a bridge with the node's pod subnet, and host ports.
-fn default_network(dir: &std::path::Path, pod_cidr: IpNet) -> Value {
-    json!({
-        "cniVersion": "1.1.0",
-        "name": "podnet",
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": POD_BRIDGE,
-                "isGateway": true,
-                "hairpinMode": true,
-                "stateDir": dir.join("cni-state"),
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": pod_cidr.to_string()}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": dir.join("ipam"),
-                }
-            },
-            {"type": "portmap", "capabilities": {"portMappings": true}, "stateDir": dir.join("cni-state")}
-        ]
-    })
 }
 
 /// A user's CNI configuration, with the plugins' files kept inside the lab's node directory.

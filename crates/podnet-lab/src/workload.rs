@@ -6,9 +6,13 @@
 //! | `traefik/whoami` | an HTTP server answering with its hostname, IPs and the request |
 //! | `nginx` | an HTTP server with nginx's welcome page on port 80 |
 //! | `pause`, `registry.k8s.io/pause` | sleeps; holds nothing (the sandbox owns the namespaces) |
+//! | `podnet` | podnet itself, with the container's `args` (the node agent's DaemonSet) |
 //! | anything else | the container's `command` and `args`, run from the host's filesystem |
 
 use k8s_openapi::api::core::v1::Container;
+
+/// The image name under which the lab runs podnet itself.
+pub const PODNET_IMAGE: &str = "podnet";
 
 /// A program built into podnet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +23,8 @@ pub enum Builtin {
     Nginx,
     /// The pause container.
     Pause,
+    /// podnet itself.
+    Podnet,
 }
 
 impl Builtin {
@@ -28,6 +34,7 @@ impl Builtin {
             Builtin::Whoami => "whoami",
             Builtin::Nginx => "nginx",
             Builtin::Pause => "pause",
+            Builtin::Podnet => "podnet",
         }
     }
 
@@ -37,6 +44,7 @@ impl Builtin {
             "traefik/whoami" | "containous/whoami" => Some(Builtin::Whoami),
             "library/nginx" | "nginxinc/nginx-unprivileged" => Some(Builtin::Nginx),
             "library/pause" | "pause" | "kubernetes/pause" => Some(Builtin::Pause),
+            "library/podnet" | "podnet/podnet" => Some(Builtin::Podnet),
             _ => None,
         }
     }

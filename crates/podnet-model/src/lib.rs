@@ -59,8 +59,36 @@ pub struct ClusterState {
     pub nodes: BTreeMap<String, Node>,
     /// Namespaces by name.
     pub namespaces: BTreeMap<String, Namespace>,
-    /// Pods by namespace and name.
+    /// Pods by namespace and name (a list on the wire, as the API server lists them).
+    #[serde(with = "pods_as_list")]
     pub pods: BTreeMap<ObjectKey, Pod>,
+}
+
+/// JSON object keys must be strings: pods travel as a list, keyed again by their metadata.
+mod pods_as_list {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::Pod;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::ObjectKey;
+
+    pub fn serialize<S: Serializer>(
+        pods: &BTreeMap<ObjectKey, Pod>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(pods.values())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<ObjectKey, Pod>, D::Error> {
+        let list = Vec::<Pod>::deserialize(deserializer)?;
+        Ok(list
+            .into_iter()
+            .map(|pod| (ObjectKey::of(&pod.metadata), pod))
+            .collect())
+    }
 }
 
 impl ClusterState {
@@ -168,5 +196,22 @@ mod tests {
             vec!["10.244.1.2".parse::<std::net::IpAddr>().unwrap()]
         );
         assert!(!pod_host_network(&pod));
+    }
+
+    #[test]
+    fn cluster_state_round_trips_through_json() {
+        let mut state = ClusterState::default();
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("shop".into()),
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        };
+        state.pods.insert(ObjectKey::of(&pod.metadata), pod);
+        let text = serde_json::to_string(&state).unwrap();
+        let back: ClusterState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.pods.keys().next().unwrap().to_string(), "shop/web");
     }
 }

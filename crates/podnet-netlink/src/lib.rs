@@ -13,6 +13,7 @@
 mod address;
 mod error;
 mod link;
+mod neighbour;
 pub mod netns;
 mod route;
 mod socket;
@@ -20,7 +21,8 @@ pub mod sysctl;
 
 pub use address::Address;
 pub use error::{Error, Result};
-pub use link::{Link, LinkKind, VethPair, format_mac};
+pub use link::{Link, LinkKind, VethPair, Vxlan, format_mac};
+pub use neighbour::{FdbEntry, Neighbour};
 pub use netns::{Netns, NetnsId, UtsNs};
 pub use route::{Route, RouteProtocol, RouteScope};
 pub use socket::Netlink;

@@ -8,9 +8,11 @@
 use std::os::fd::{AsFd, AsRawFd};
 
 use netlink_packet_route::RouteNetlinkMessage;
+use std::net::Ipv4Addr;
+
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags,
-    LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, InfoVxlan, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 
 use crate::error::{Error, Result};
@@ -69,6 +71,26 @@ pub struct VethPair<'a> {
     pub peer_netns: Option<&'a Netns>,
     /// MTU of both ends; the kernel default (1500) when `None`.
     pub mtu: Option<u32>,
+}
+
+/// A VXLAN tunnel endpoint to create: unicast only (no multicast group), no learning, so
+/// forwarding is entirely driven by static FDB entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vxlan {
+    /// Link name.
+    pub name: String,
+    /// VXLAN network identifier.
+    pub vni: u32,
+    /// UDP destination port.
+    pub port: u16,
+    /// Source address of the encapsulated packets (the node's address).
+    pub local: Ipv4Addr,
+    /// The underlay link the tunnel uses.
+    pub underlay: u32,
+    /// MTU: the underlay's minus the 50 bytes of VXLAN encapsulation.
+    pub mtu: u32,
+    /// The endpoint's hardware address.
+    pub mac: [u8; 6],
 }
 
 impl Netlink {
@@ -136,6 +158,90 @@ impl Netlink {
             Some(Create::Exclusive),
             || format!("create bridge {name}"),
         )
+    }
+
+    /// Creates a VXLAN link; fails with EEXIST when a link of that name exists.
+    pub fn add_vxlan(&mut self, vxlan: &Vxlan) -> Result<()> {
+        let mut message = named(&vxlan.name);
+        message.attributes.push(LinkAttribute::Mtu(vxlan.mtu));
+        message
+            .attributes
+            .push(LinkAttribute::Address(vxlan.mac.to_vec()));
+        message.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Vxlan),
+            LinkInfo::Data(InfoData::Vxlan(vec![
+                InfoVxlan::Id(vxlan.vni),
+                InfoVxlan::Local(vxlan.local),
+                InfoVxlan::Link(vxlan.underlay),
+                InfoVxlan::Port(vxlan.port),
+                InfoVxlan::Learning(false),
+            ])),
+        ]));
+        self.execute(
+            RouteNetlinkMessage::NewLink(message),
+            Some(Create::Exclusive),
+            || {
+                format!(
+                    "create VXLAN link {} (VNI {}, port {})",
+                    vxlan.name, vxlan.vni, vxlan.port
+                )
+            },
+        )
+    }
+
+    /// The VXLAN settings of an existing link, to compare with wanted ones.
+    pub fn vxlan(&mut self, name: &str) -> Result<Option<Vxlan>> {
+        let mut message = LinkMessage::default();
+        message.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        let replies = match self.query(RouteNetlinkMessage::GetLink(message), false, || {
+            format!("look up link {name}")
+        }) {
+            Ok(replies) => replies,
+            Err(err) if err.is_not_found() => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let Some(RouteNetlinkMessage::NewLink(message)) = replies.into_iter().next() else {
+            return Ok(None);
+        };
+        let mut vxlan = Vxlan {
+            name: name.to_owned(),
+            vni: 0,
+            port: 0,
+            local: Ipv4Addr::UNSPECIFIED,
+            underlay: 0,
+            mtu: 0,
+            mac: [0; 6],
+        };
+        let mut is_vxlan = false;
+        for attribute in message.attributes {
+            match attribute {
+                LinkAttribute::Mtu(mtu) => vxlan.mtu = mtu,
+                LinkAttribute::Address(bytes) => {
+                    vxlan.mac = <[u8; 6]>::try_from(bytes.as_slice()).unwrap_or_default()
+                }
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        match info {
+                            LinkInfo::Kind(InfoKind::Vxlan) => is_vxlan = true,
+                            LinkInfo::Data(InfoData::Vxlan(data)) => {
+                                for item in data {
+                                    match item {
+                                        InfoVxlan::Id(vni) => vxlan.vni = vni,
+                                        InfoVxlan::Port(port) => vxlan.port = port,
+                                        InfoVxlan::Local(local) => vxlan.local = local,
+                                        InfoVxlan::Link(link) => vxlan.underlay = link,
+                                        _ => {}
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(is_vxlan.then_some(vxlan))
     }
 
     /// Creates a veth pair in one request, its peer directly in the peer namespace.

@@ -4,6 +4,7 @@
 //! a container runtime does through the symlinks `podnet cni install` creates), it behaves as
 //! that plugin; otherwise it is a command-line tool with subcommands.
 
+mod agent;
 mod cni;
 mod lab;
 mod workload;
@@ -31,6 +32,8 @@ enum Command {
     /// A multi-node cluster network on this host: nodes and pods are network namespaces.
     #[command(subcommand)]
     Lab(lab::Command),
+    /// The node agent: routes pod traffic between nodes, masquerades egress.
+    Agent(agent::AgentArgs),
     /// A built-in workload (what the lab runs for traefik/whoami, nginx and pause images).
     Workload {
         /// whoami, nginx or pause.
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Cni(command) => cni::run(command),
         Command::Lab(command) => lab::run(command),
+        Command::Agent(args) => agent::run(args),
         Command::Workload { name, args } => Ok(workload::run(&name, &args)),
     };
     match outcome {

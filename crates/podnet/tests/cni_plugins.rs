@@ -426,6 +426,9 @@ fn gc_releases_what_belongs_to_attachments_that_no_longer_exist() {
     assert_eq!(node.records(), vec!["bridge/testnet/c1:eth0.json".to_owned()]);
     assert_eq!(node.links().matches("veth").count(), 1, "{}", node.links());
     containers[1].exec_ok("ping", &["-c1", "-W2", "10.88.7.1"]);
+    // Without the list of valid attachments GC would release everything: refused.
+    let unlisted = node.call("bridge", "GC").run(&conf11).err();
+    assert_eq!(unlisted["code"], json!(7), "{unlisted}");
     // GC is a 1.1.0 command.
     let old = node
         .call("bridge", "GC")

@@ -311,8 +311,13 @@ pub struct Background {
 impl Background {
     /// Starts `program args` inside `netns`.
     pub fn start_in(netns: &TestNetns, program: &str, args: &[&str]) -> Self {
+        Self::start_in_named(&netns.name, program, args)
+    }
+
+    /// Starts `program args` inside the named namespace (one a lab created, for instance).
+    pub fn start_in_named(netns: &str, program: &str, args: &[&str]) -> Self {
         let child = Command::new("nsenter")
-            .arg(format!("--net={}", netns.path().display()))
+            .arg(format!("--net=/run/netns/{netns}"))
             .arg(program)
             .args(args)
             .stdout(Stdio::null())
@@ -351,4 +356,140 @@ pub fn http_get(netns: &TestNetns, url: &str) -> Option<String> {
         .status
         .success()
         .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A lab started from a file (renamed to be unique to the test), removed on drop.
+pub struct Lab {
+    pub name: String,
+    dir: TestDir,
+}
+
+impl Lab {
+    /// Starts `text` (a lab file whose Lab is named `NAME`) under a unique name.
+    pub fn up(text: &str) -> Self {
+        let lab = Self::prepare(text);
+        let output = lab.podnet(&["lab", "up", lab.file().to_str().unwrap()]);
+        assert!(
+            output.status.success(),
+            "lab up failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        lab
+    }
+
+    /// Writes the file without starting the lab.
+    pub fn prepare(text: &str) -> Self {
+        require_root();
+        let name = format!("t{}", &unique("lab").replace('-', "")[3..]);
+        let dir = TestDir::new("labfile");
+        std::fs::write(dir.join("lab.yaml"), text.replace("NAME", &name)).unwrap();
+        Lab { name, dir }
+    }
+
+    pub fn file(&self) -> std::path::PathBuf {
+        self.dir.join("lab.yaml")
+    }
+
+    pub fn podnet(&self, args: &[&str]) -> Output {
+        Command::new(podnet()).args(args).output().expect("podnet runs")
+    }
+
+    /// `podnet lab exec --lab NAME POD [-c C] -- ARGS`, asserting success.
+    pub fn exec(&self, pod: &str, container: Option<&str>, args: &[&str]) -> String {
+        let output = self.exec_output(pod, container, args);
+        assert!(
+            output.status.success(),
+            "exec in {pod} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub fn exec_output(&self, pod: &str, container: Option<&str>, args: &[&str]) -> Output {
+        let mut full = vec!["lab", "exec", "--lab", &self.name, pod];
+        if let Some(container) = container {
+            full.extend(["-c", container]);
+        }
+        full.push("--");
+        full.extend_from_slice(args);
+        self.podnet(&full)
+    }
+
+    pub fn status(&self) -> String {
+        let output = self.podnet(&["lab", "status", "--lab", &self.name]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The IP of a pod, from `lab status`.
+    pub fn pod_ip(&self, pod: &str) -> String {
+        self.status()
+            .lines()
+            .find(|line| line.split_whitespace().nth(1) == Some(pod))
+            .and_then(|line| line.split_whitespace().nth(5))
+            .unwrap_or_else(|| panic!("pod {pod} not in\n{}", self.status()))
+            .to_owned()
+    }
+
+    /// Runs a command in one of the lab's namespaces (`node1`, `external`, ...), asserting success.
+    pub fn netns_exec(&self, netns: &str, args: &[&str]) -> String {
+        let name = format!("{}_{netns}", self.name);
+        let mut full = vec!["netns", "exec", name.as_str()];
+        full.extend_from_slice(args);
+        run_ok("ip", &full)
+    }
+
+    /// The status line of a pod.
+    pub fn pod_line(&self, pod: &str) -> String {
+        self.status()
+            .lines()
+            .find(|line| line.split_whitespace().nth(1) == Some(pod))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// `podnet lab apply` of `text` (with the lab's name), asserting success.
+    pub fn apply(&self, text: &str) -> String {
+        std::fs::write(self.file(), text.replace("NAME", &self.name)).unwrap();
+        let output = self.podnet(&["lab", "apply", self.file().to_str().unwrap()]);
+        assert!(
+            output.status.success(),
+            "apply failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub fn down(&self) -> Output {
+        self.podnet(&["lab", "down", "--lab", &self.name])
+    }
+
+    /// Asserts that nothing of the lab is left: namespaces, state, processes.
+    pub fn assert_gone(&self) {
+        let netns = run_ok("ip", &["netns", "list"]);
+        assert!(
+            !netns.contains(&format!("{}_", self.name)),
+            "namespaces left:\n{netns}"
+        );
+        assert!(
+            !Path::new("/run/podnet/labs").join(&self.name).exists(),
+            "state left"
+        );
+        let processes = run_ok("ps", &["-eo", "args"]);
+        assert!(
+            !processes.contains(&format!("lab daemon {}", self.name)),
+            "daemon left:\n{processes}"
+        );
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.down();
+    }
 }

@@ -1,0 +1,349 @@
+//! What a node's kernel should look like, computed from cluster state: a pure function.
+//!
+//! Every node gets a slice of the cluster's pod CIDR (`Node.spec.podCIDR`); its pods sit on a
+//! local bridge whose address is the slice's gateway. To reach a pod on another node, this node
+//! needs a route to that node's slice:
+//!
+//! - `vxlan` (flannel's layout): packets are encapsulated in UDP (port 8472) by a VXLAN link,
+//!   `podnet.<VNI>`. The link holds the slice's network address as its "VTEP" address; each peer
+//!   gets a route `PEER_SLICE via PEER_VTEP dev podnet.1 onlink`, a permanent neighbour entry
+//!   `PEER_VTEP -> PEER_VTEP_MAC` and an FDB entry `PEER_VTEP_MAC -> PEER_NODE_IP`. No multicast,
+//!   no learning; the inner MTU is the underlay's minus 50 bytes.
+//! - `host-gw`: plain routes `PEER_SLICE via PEER_NODE_IP`, which only work when every node is on
+//!   the same L2 segment.
+//!
+//! Either way pod addresses are never translated between nodes; only traffic leaving the
+//! cluster is masqueraded (see [`crate::egress`]).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::{IpNet, Ipv4Net};
+use podnet_model::{ClusterState, node_address, node_pod_cidrs};
+
+/// Bytes a VXLAN encapsulation adds: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8.
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// How pod traffic crosses between nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Encapsulation in VXLAN.
+    Vxlan {
+        /// VXLAN network identifier (flannel's default: 1).
+        vni: u32,
+        /// UDP port (flannel's default: 8472).
+        port: u16,
+    },
+    /// Direct routes through the peer nodes' addresses.
+    HostGw,
+}
+
+impl Backend {
+    /// flannel's VXLAN defaults.
+    pub const DEFAULT_VXLAN: Backend = Backend::Vxlan { vni: 1, port: 8472 };
+
+    /// The backend's name, as configurations spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Vxlan { .. } => "vxlan",
+            Backend::HostGw => "host-gw",
+        }
+    }
+}
+
+/// What the agent read from its own node's kernel before planning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    /// The link holding the node's address (its uplink to the underlay).
+    pub uplink: String,
+    /// Its interface index.
+    pub uplink_index: u32,
+    /// Its MTU.
+    pub uplink_mtu: u32,
+    /// Its addresses with prefix length: the segment it is directly on.
+    pub uplink_networks: Vec<IpNet>,
+}
+
+/// The node's desired network state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePlan {
+    /// This node's address on the underlay.
+    pub address: Ipv4Addr,
+    /// This node's pod subnet.
+    pub pod_cidr: Ipv4Net,
+    /// The pod bridge's address: the subnet's first host, its pods' gateway.
+    pub gateway: Ipv4Net,
+    /// The MTU pods must use so their packets fit the backend.
+    pub pod_mtu: u32,
+    /// Every node's pod subnet: the cluster's pod network, never masqueraded.
+    pub cluster_cidrs: Vec<Ipv4Net>,
+    /// The cross-node part.
+    pub overlay: Overlay,
+}
+
+/// The backend-specific part of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overlay {
+    /// The local VXLAN link and every peer behind it.
+    Vxlan {
+        /// The local VXLAN link.
+        link: podnet_netlink::Vxlan,
+        /// This node's VTEP address (its pod subnet's network address, /32 on the link).
+        vtep: Ipv4Addr,
+        /// Remote endpoints.
+        peers: Vec<VxlanPeer>,
+    },
+    /// Routes through the peers' node addresses.
+    HostGw {
+        /// `(peer pod subnet, peer node address)`.
+        routes: Vec<(Ipv4Net, Ipv4Addr)>,
+    },
+}
+
+/// A peer node as seen through VXLAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanPeer {
+    /// The peer's pod subnet.
+    pub pod_cidr: Ipv4Net,
+    /// The peer's VTEP address (its pod subnet's network address).
+    pub vtep: Ipv4Addr,
+    /// The peer's VTEP hardware address.
+    pub vtep_mac: [u8; 6],
+    /// The peer's underlay address, where its VXLAN packets go.
+    pub node: Ipv4Addr,
+}
+
+/// Why no plan can be made (yet).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// This node's Node object is missing or lacks what the agent needs.
+    #[error("node {0}: {1}")]
+    Node(String, String),
+    /// host-gw cannot reach a peer directly.
+    #[error(
+        "host-gw needs every node on one L2 segment, but node {peer} ({address}) is not on {uplink} ({networks}); use the vxlan backend"
+    )]
+    NotOnSegment {
+        /// The unreachable peer.
+        peer: String,
+        /// Its address.
+        address: Ipv4Addr,
+        /// The local uplink.
+        uplink: String,
+        /// The uplink's networks.
+        networks: String,
+    },
+}
+
+/// The VTEP hardware address of a node, derived from its underlay address so that every agent
+/// computes every peer's without exchanging anything: `0e:00:` + the four address bytes
+/// (locally administered, unicast).
+pub fn vtep_mac(node: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = node.octets();
+    [0x0e, 0x00, a, b, c, d]
+}
+
+/// The VXLAN link's name for a VNI (`podnet.1`, like flannel's `flannel.1`).
+pub fn vxlan_link_name(vni: u32) -> String {
+    format!("podnet.{vni}")
+}
+
+/// Plans node `name`'s network from `state`, given what the kernel says about its uplink.
+pub fn plan(
+    name: &str,
+    backend: Backend,
+    state: &ClusterState,
+    facts: &Facts,
+) -> Result<NodePlan, PlanError> {
+    let node_error = |message: &str| PlanError::Node(name.to_owned(), message.to_owned());
+    let node = state
+        .nodes
+        .get(name)
+        .ok_or_else(|| node_error("no such Node object"))?;
+    let (address, pod_cidr) =
+        network_identity(node).ok_or_else(|| node_error("needs an IPv4 InternalIP and podCIDR"))?;
+    let gateway = Ipv4Net::new(next(pod_cidr.network()), pod_cidr.prefix_len()).expect("valid prefix");
+    let peers: Vec<(String, Ipv4Addr, Ipv4Net)> = state
+        .nodes
+        .iter()
+        .filter(|(peer, _)| peer.as_str() != name)
+        .filter_map(|(peer, node)| {
+            network_identity(node).map(|(address, cidr)| (peer.clone(), address, cidr))
+        })
+        .collect();
+    let mut cluster_cidrs: Vec<Ipv4Net> = std::iter::once(pod_cidr)
+        .chain(peers.iter().map(|(_, _, cidr)| *cidr))
+        .collect();
+    cluster_cidrs.sort();
+    let (overlay, pod_mtu) = match backend {
+        Backend::Vxlan { vni, port } => {
+            let mtu = facts.uplink_mtu - VXLAN_OVERHEAD;
+            let link = podnet_netlink::Vxlan {
+                name: vxlan_link_name(vni),
+                vni,
+                port,
+                local: address,
+                underlay: facts.uplink_index,
+                mtu,
+                mac: vtep_mac(address),
+            };
+            let peers = peers
+                .iter()
+                .map(|(_, node, cidr)| VxlanPeer {
+                    pod_cidr: *cidr,
+                    vtep: cidr.network(),
+                    vtep_mac: vtep_mac(*node),
+                    node: *node,
+                })
+                .collect();
+            (
+                Overlay::Vxlan {
+                    link,
+                    vtep: pod_cidr.network(),
+                    peers,
+                },
+                mtu,
+            )
+        }
+        Backend::HostGw => {
+            for (peer, address, _) in &peers {
+                if !facts
+                    .uplink_networks
+                    .iter()
+                    .any(|network| network.contains(&IpAddr::V4(*address)))
+                {
+                    return Err(PlanError::NotOnSegment {
+                        peer: peer.clone(),
+                        address: *address,
+                        uplink: facts.uplink.clone(),
+                        networks: facts
+                            .uplink_networks
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    });
+                }
+            }
+            let routes = peers.iter().map(|(_, address, cidr)| (*cidr, *address)).collect();
+            (Overlay::HostGw { routes }, facts.uplink_mtu)
+        }
+    };
+    Ok(NodePlan {
+        address,
+        pod_cidr,
+        gateway,
+        pod_mtu,
+        cluster_cidrs,
+        overlay,
+    })
+}
+
+/// A node's IPv4 underlay address and pod subnet, when it has both.
+fn network_identity(node: &k8s_openapi::api::core::v1::Node) -> Option<(Ipv4Addr, Ipv4Net)> {
+    let address: Ipv4Addr = node_address(node, "InternalIP")?.parse().ok()?;
+    let cidr = node_pod_cidrs(node).into_iter().find_map(|cidr| match cidr {
+        IpNet::V4(v4) => Some(v4),
+        IpNet::V6(_) => None,
+    })?;
+    Some((address, cidr))
+}
+
+fn next(ip: Ipv4Addr) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(ip) + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn node(name: &str, address: &str, cidr: &str) -> (String, Node) {
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(NodeSpec {
+                pod_cidr: Some(cidr.into()),
+                ..NodeSpec::default()
+            }),
+            status: Some(NodeStatus {
+                addresses: Some(vec![NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: address.into(),
+                }]),
+                ..NodeStatus::default()
+            }),
+        };
+        (name.to_owned(), node)
+    }
+
+    fn cluster() -> ClusterState {
+        ClusterState {
+            nodes: [
+                node("node1", "192.168.10.11", "10.244.0.0/24"),
+                node("node2", "192.168.10.12", "10.244.1.0/24"),
+                node("node3", "192.168.10.13", "10.244.2.0/24"),
+            ]
+            .into_iter()
+            .collect(),
+            ..ClusterState::default()
+        }
+    }
+
+    fn facts() -> Facts {
+        Facts {
+            uplink: "eth0".into(),
+            uplink_index: 2,
+            uplink_mtu: 1500,
+            uplink_networks: vec!["192.168.10.11/24".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn vxlan_wires_every_peer_like_flannel() {
+        let plan = plan("node1", Backend::DEFAULT_VXLAN, &cluster(), &facts()).unwrap();
+        assert_eq!(plan.gateway.to_string(), "10.244.0.1/24");
+        assert_eq!(plan.pod_mtu, 1450);
+        assert_eq!(plan.cluster_cidrs.len(), 3);
+        let Overlay::Vxlan { link, vtep, peers } = plan.overlay else {
+            panic!("vxlan")
+        };
+        assert_eq!(
+            (link.name.as_str(), link.vni, link.port, link.mtu),
+            ("podnet.1", 1, 8472, 1450)
+        );
+        assert_eq!(link.local.to_string(), "192.168.10.11");
+        assert_eq!(vtep.to_string(), "10.244.0.0");
+        assert_eq!(peers.len(), 2);
+        assert_eq!(peers[0].vtep.to_string(), "10.244.1.0");
+        assert_eq!(peers[0].vtep_mac, [0x0e, 0, 192, 168, 10, 12]);
+        assert_eq!(peers[0].node.to_string(), "192.168.10.12");
+    }
+
+    #[test]
+    fn host_gw_routes_through_peer_nodes_on_the_segment_only() {
+        let plan = plan("node2", Backend::HostGw, &cluster(), &facts()).unwrap();
+        assert_eq!(plan.pod_mtu, 1500);
+        let Overlay::HostGw { routes } = plan.overlay else {
+            panic!("host-gw")
+        };
+        assert_eq!(
+            routes[0],
+            ("10.244.0.0/24".parse().unwrap(), "192.168.10.11".parse().unwrap())
+        );
+        let mut far = cluster();
+        far.nodes.extend([node("node4", "172.20.0.4", "10.244.3.0/24")]);
+        let err = super::plan("node1", Backend::HostGw, &far, &facts()).unwrap_err();
+        assert!(
+            err.to_string().contains("node node4 (172.20.0.4) is not on eth0"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_or_incomplete_node_cannot_be_planned() {
+        assert!(plan("node9", Backend::HostGw, &cluster(), &facts()).is_err());
+    }
+}
