@@ -54,7 +54,8 @@ pub struct Lab {
     cluster: ClusterState,
     nodes: BTreeMap<String, NodeRuntime>,
     pods: BTreeMap<ObjectKey, RunningPod>,
-    fabric: bool,
+    /// The internet's web server, once the fabric exists.
+    internet: Option<Container>,
     /// The source seam's lab side: every component watching the lab gets each new state.
     publisher: watch::Sender<Arc<ClusterState>>,
 }
@@ -70,7 +71,7 @@ impl Lab {
             cluster: ClusterState::default(),
             nodes: BTreeMap::new(),
             pods: BTreeMap::new(),
-            fabric: false,
+            internet: None,
             publisher: watch::channel(Arc::new(ClusterState::default())).0,
         }
     }
@@ -147,12 +148,10 @@ impl Lab {
         }
 
         // New nodes, on the underlay.
-        if !self.fabric {
+        if self.internet.is_none() {
             let paths = self.paths.clone();
-            blocking(move || topology::create_fabric(&paths))
-                .await
-                .map_err(|err| err.to_string())?;
-            self.fabric = true;
+            let external = blocking(move || topology::create_fabric(&paths)).await.map_err(|err| err.to_string())?;
+            self.internet = Some(internet_server(&self.paths, external));
         }
         for (name, node) in &desired.nodes {
             if self.nodes.contains_key(name) {
@@ -303,7 +302,7 @@ impl Lab {
             .values_mut()
             .flat_map(|pod| std::mem::take(&mut pod.containers))
             .collect();
-        stop_all(containers).await;
+        stop_all(containers.into_iter().chain(self.internet.take()).collect()).await;
         self.pods.clear();
         self.nodes.clear();
         let paths = self.paths.clone();
@@ -426,6 +425,23 @@ fn container_spec(
         ready_port,
         restart,
     }
+}
+
+/// "The internet": a whoami server on every documentation address of the external namespace,
+/// so a pod's request out of the cluster shows which address it arrived from.
+fn internet_server(paths: &LabPaths, external: topology::External) -> Container {
+    let spec = ContainerSpec {
+        name: "internet".into(),
+        argv: vec![current_exe(), "workload".into(), "whoami".into(), "--name".into(), "internet".into()],
+        env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
+        ready_port: Some(80),
+        restart: RestartPolicy::Always,
+    };
+    let namespaces = Namespaces {
+        netns: external.netns,
+        uts: external.uts,
+    };
+    Container::start(spec, namespaces, paths.internet_log())
 }
 
 fn current_exe() -> String {

@@ -90,6 +90,16 @@ impl LabPaths {
         format!("{}_external", self.name)
     }
 
+    /// The external namespace's UTS namespace pin.
+    pub fn external_uts(&self) -> PathBuf {
+        self.root.join("external-uts")
+    }
+
+    /// The log of the internet's web server.
+    pub fn internet_log(&self) -> PathBuf {
+        self.root.join("internet.log")
+    }
+
     /// Whether a network namespace name belongs to this lab.
     pub fn owns_netns(&self, netns: &str) -> bool {
         netns

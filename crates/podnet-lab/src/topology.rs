@@ -78,8 +78,17 @@ pub struct NodeRuntime {
     pub address: IpAddr,
 }
 
-/// Creates the fabric namespace with the underlay bridge.
-pub fn create_fabric(paths: &LabPaths) -> Result<(), TopologyError> {
+/// The external namespace: "the internet" and a client outside the cluster.
+#[derive(Debug)]
+pub struct External {
+    /// Its network namespace.
+    pub netns: Arc<Netns>,
+    /// Its UTS namespace (hostname `internet`).
+    pub uts: Arc<UtsNs>,
+}
+
+/// Creates the fabric namespace with the underlay bridge, and the external namespace on it.
+pub fn create_fabric(paths: &LabPaths) -> Result<External, TopologyError> {
     let name = paths.fabric_netns();
     let netns = Netns::create_named(&name).map_err(kernel(format!("create namespace {name}")))?;
     let mut netlink = Netlink::connect_in(&netns).map_err(kernel("connect to the fabric"))?;
@@ -101,10 +110,17 @@ pub fn create_fabric(paths: &LabPaths) -> Result<(), TopologyError> {
     let lo = link.require_link("lo").map_err(kernel("find lo"))?;
     for address in INTERNET_ADDRESSES {
         let address = IpNet::new(address.parse().expect("valid"), 32).expect("host prefix");
-        link.add_address(lo.index, address)
-            .map_err(kernel("add an internet address"))?;
+        link.add_address(lo.index, address).map_err(kernel("add an internet address"))?;
     }
-    Ok(())
+    std::fs::create_dir_all(paths.root()).map_err(|source| TopologyError::Io {
+        what: format!("create {}", paths.root().display()),
+        source,
+    })?;
+    let uts = UtsNs::create(&paths.external_uts(), "internet").map_err(kernel("create the external UTS namespace"))?;
+    Ok(External {
+        netns: Arc::new(external_ns),
+        uts: Arc::new(uts),
+    })
 }
 
 /// Creates namespace `name` and cables its `eth0` to the underlay; returns the namespace and

@@ -9,6 +9,20 @@ use support::*;
 
 const SEED_002: &str = include_str!("../../../examples/seed-002-pause-nginx.yaml");
 const SEED_000: &str = include_str!("../../../examples/seed-000-shared-netns.yaml");
+const SEED_004: &str = include_str!("../../../examples/seed-004-cross-node.yaml");
+
+#[test]
+fn seed_004_pods_on_different_nodes_talk_without_nat_and_leave_masqueraded() {
+    let lab = Lab::up(&SEED_004.replace("name: seed004", "name: NAME"));
+    let (whoami, client) = (lab.pod_ip("clusterip-dnat"), lab.pod_ip("client"));
+    assert_eq!(whoami, "10.244.0.2", "the example's comments use this address");
+    let answer = lab.exec("client", None, &["curl", "-s", &format!("http://{whoami}")]);
+    assert!(answer.contains(&format!("RemoteAddr: {client}:")), "{answer}");
+    let internet = lab.exec("client", None, &["curl", "-s", "http://203.0.113.10"]);
+    assert!(internet.contains("RemoteAddr: 192.168.10.12:"), "{internet}");
+    let status = lab.status();
+    assert_eq!(status.lines().filter(|line| line.contains("nginx-test-") && line.contains("Running")).count(), 3, "{status}");
+}
 
 #[test]
 fn seed_002_pause_sandbox_with_nginx_answers_curl_from_another_pod() {
