@@ -439,7 +439,12 @@ mod tests {
         assert_eq!(first.pods.len(), 3 + 2, "three replicas and an agent per node");
         let per_node: Vec<usize> = ["node1", "node2"]
             .iter()
-            .map(|node| first.pods_on(node).filter(|(key, _)| key.namespace == "default").count())
+            .map(|node| {
+                first
+                    .pods_on(node)
+                    .filter(|(key, _)| key.namespace == "default")
+                    .count()
+            })
             .collect();
         assert_eq!(per_node.iter().sum::<usize>(), 3);
         assert!(per_node.iter().all(|count| *count >= 1));

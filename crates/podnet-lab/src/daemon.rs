@@ -150,7 +150,9 @@ impl Lab {
         // New nodes, on the underlay.
         if self.internet.is_none() {
             let paths = self.paths.clone();
-            let external = blocking(move || topology::create_fabric(&paths)).await.map_err(|err| err.to_string())?;
+            let external = blocking(move || topology::create_fabric(&paths))
+                .await
+                .map_err(|err| err.to_string())?;
             self.internet = Some(internet_server(&self.paths, external));
         }
         for (name, node) in &desired.nodes {
@@ -432,7 +434,13 @@ fn container_spec(
 fn internet_server(paths: &LabPaths, external: topology::External) -> Container {
     let spec = ContainerSpec {
         name: "internet".into(),
-        argv: vec![current_exe(), "workload".into(), "whoami".into(), "--name".into(), "internet".into()],
+        argv: vec![
+            current_exe(),
+            "workload".into(),
+            "whoami".into(),
+            "--name".into(),
+            "internet".into(),
+        ],
         env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
         ready_port: Some(80),
         restart: RestartPolicy::Always,

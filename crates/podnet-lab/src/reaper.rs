@@ -79,7 +79,10 @@ pub fn sweep(paths: &LabPaths) -> Vec<String> {
 }
 
 fn uts_pins(root: &Path) -> Vec<std::path::PathBuf> {
-    let mut pins: Vec<std::path::PathBuf> = Some(root.join("external-uts")).into_iter().filter(|pin| pin.exists()).collect();
+    let mut pins: Vec<std::path::PathBuf> = Some(root.join("external-uts"))
+        .into_iter()
+        .filter(|pin| pin.exists())
+        .collect();
     for group in ["nodes", "pods"] {
         if let Ok(entries) = std::fs::read_dir(root.join(group)) {
             pins.extend(

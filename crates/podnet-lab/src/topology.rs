@@ -110,13 +110,15 @@ pub fn create_fabric(paths: &LabPaths) -> Result<External, TopologyError> {
     let lo = link.require_link("lo").map_err(kernel("find lo"))?;
     for address in INTERNET_ADDRESSES {
         let address = IpNet::new(address.parse().expect("valid"), 32).expect("host prefix");
-        link.add_address(lo.index, address).map_err(kernel("add an internet address"))?;
+        link.add_address(lo.index, address)
+            .map_err(kernel("add an internet address"))?;
     }
     std::fs::create_dir_all(paths.root()).map_err(|source| TopologyError::Io {
         what: format!("create {}", paths.root().display()),
         source,
     })?;
-    let uts = UtsNs::create(&paths.external_uts(), "internet").map_err(kernel("create the external UTS namespace"))?;
+    let uts = UtsNs::create(&paths.external_uts(), "internet")
+        .map_err(kernel("create the external UTS namespace"))?;
     Ok(External {
         netns: Arc::new(external_ns),
         uts: Arc::new(uts),

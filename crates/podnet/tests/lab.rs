@@ -21,7 +21,14 @@ fn seed_004_pods_on_different_nodes_talk_without_nat_and_leave_masqueraded() {
     let internet = lab.exec("client", None, &["curl", "-s", "http://203.0.113.10"]);
     assert!(internet.contains("RemoteAddr: 192.168.10.12:"), "{internet}");
     let status = lab.status();
-    assert_eq!(status.lines().filter(|line| line.contains("nginx-test-") && line.contains("Running")).count(), 3, "{status}");
+    assert_eq!(
+        status
+            .lines()
+            .filter(|line| line.contains("nginx-test-") && line.contains("Running"))
+            .count(),
+        3,
+        "{status}"
+    );
 }
 
 #[test]

@@ -75,9 +75,17 @@ fn pods_nodes_and_egress(backend: &str, pod_mtu: &str, host_source: &str) {
 
     // Egress: "the internet" (a whoami on 203.0.113.10 in the external namespace) sees the
     // node's address; pod-to-pod traffic above was not translated.
-    let answer = lab.exec("client", None, &["curl", "-s", "--max-time", "2", "http://203.0.113.10/"]);
+    let answer = lab.exec(
+        "client",
+        None,
+        &["curl", "-s", "--max-time", "2", "http://203.0.113.10/"],
+    );
     assert!(answer.starts_with("Name: internet\n"), "{answer}");
-    assert_eq!(remote_addr(&answer), "192.168.10.12", "egress not masqueraded to node2:\n{answer}");
+    assert_eq!(
+        remote_addr(&answer),
+        "192.168.10.12",
+        "egress not masqueraded to node2:\n{answer}"
+    );
     // The lab is sealed: nothing routes beyond the external namespace.
     let sealed = lab.exec_output("client", None, &["ping", "-c1", "-W1", "8.8.8.8"]);
     assert!(!sealed.status.success());
