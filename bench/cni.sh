@@ -8,17 +8,14 @@
 #
 #   bench/cni.sh [ROUNDS]      (default 3; the medians are over all rounds)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-scripts/install-deps.sh
-cargo build --release --quiet
+source "$(dirname "$0")/lib.sh"
 ROUNDS=${1:-3}
 SEQUENTIAL=100
 PARALLEL=50
 WORK=$(mktemp -d /tmp/podnet-bench-cni.XXXXXX)
 PODNET_BIN=$WORK/podnet-bin
 REFERENCE_BIN=/usr/lib/cni
-target/release/podnet cni install --dir "$PODNET_BIN" >/dev/null
+"$PODNET" cni install --dir "$PODNET_BIN" >/dev/null
 NODE=pnbench-node
 
 cleanup() {

@@ -6,12 +6,8 @@
 #
 #   bench/lab-scale.sh [ROUNDS]     (default 3)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-scripts/install-deps.sh
-cargo build --release --quiet
+source "$(dirname "$0")/lib.sh"
 ROUNDS=${1:-3}
-PODNET=$PWD/target/release/podnet
 WORK=$(mktemp -d /tmp/podnet-bench-scale.XXXXXX)
 trap '"$PODNET" lab down --lab pnscale >/dev/null 2>&1; rm -rf "$WORK"' EXIT
 cat > "$WORK/lab.yaml" <<'YAML'

@@ -10,13 +10,9 @@
 #
 #   bench/pod-to-pod.sh [ROUNDS] [SECONDS]     (defaults: 5 rounds of 5 s per iperf3 run)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-scripts/install-deps.sh
-cargo build --release --quiet
+source "$(dirname "$0")/lib.sh"
 ROUNDS=${1:-5}
 SECONDS_PER_RUN=${2:-5}
-PODNET=$PWD/target/release/podnet
 RR=$PWD/bench/tcp_rr.py
 WORK=$(mktemp -d /tmp/podnet-bench-p2p.XXXXXX)
 RESULTS=$WORK/results

@@ -5,6 +5,7 @@
 //! error object (with exit status 1) when anything fails. Everything shared by all plugins
 //! lives here, so each plugin only implements the commands themselves.
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
@@ -27,21 +28,20 @@ pub struct Call {
 }
 
 /// An attachment the runtime still knows about, from GC's `cni.dev/valid-attachments`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
-pub struct Attachment {
-    /// The container ID.
+#[derive(Deserialize)]
+struct Attachment {
     #[serde(rename = "containerID")]
-    pub container_id: String,
-    /// The interface name inside the container.
-    pub ifname: String,
+    container_id: String,
+    ifname: String,
 }
 
 impl Call {
-    /// The attachments GC must keep; anything else the plugin holds may be released.
+    /// The attachments GC must keep, as (container ID, interface name); anything else the plugin
+    /// holds may be released.
     ///
     /// The spec first named the key `cni.dev/attachments` and later `cni.dev/valid-attachments`;
     /// libcni sends both, and either is accepted.
-    pub fn valid_attachments(&self) -> Result<Vec<Attachment>, CniError> {
+    pub fn valid_attachments(&self) -> Result<HashSet<(String, String)>, CniError> {
         let listed = self
             .config
             .get("cni.dev/valid-attachments")
@@ -50,9 +50,9 @@ impl Call {
             // Without the list, GC would release every attachment: refuse instead.
             None | Some(Value::Null) => Err(CniError::invalid_config("GC needs the runtime's attachments")
                 .details("the configuration must carry \"cni.dev/valid-attachments\" (an empty list releases everything)")),
-            Some(list) => Vec::<Attachment>::deserialize(list).map_err(|err| {
-                CniError::invalid_config("invalid cni.dev/valid-attachments").details(err.to_string())
-            }),
+            Some(list) => Vec::<Attachment>::deserialize(list)
+                .map(|list| list.into_iter().map(|attachment| (attachment.container_id, attachment.ifname)).collect())
+                .map_err(|err| CniError::invalid_config("invalid cni.dev/valid-attachments").details(err.to_string())),
         }
     }
 }

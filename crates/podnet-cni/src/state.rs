@@ -42,6 +42,11 @@ impl Records {
         }
     }
 
+    /// The state directory the records live in.
+    pub fn state_dir(&self) -> &Path {
+        &self.root
+    }
+
     /// Takes the state directory's lock, creating the directory if needed.
     pub fn lock(&self) -> Result<RecordLock, CniError> {
         fs::create_dir_all(&self.root).map_err(|err| io_error("create", &self.root, err))?;
@@ -145,6 +150,27 @@ fn io_error(action: &str, path: &Path, err: std::io::Error) -> CniError {
     CniError::io(format!("cannot {action} {}", path.display())).details(err.to_string())
 }
 
+/// A plugin's state for one network: its attachment records and its claims on shared
+/// resources, under the configuration's `stateDir` or the default.
+#[derive(Debug, Clone)]
+pub struct PluginState {
+    /// Attachment records.
+    pub records: Records,
+    /// Claims on shared resources.
+    pub claims: Claims,
+}
+
+impl PluginState {
+    /// The state of `plugin` for `network`.
+    pub fn new(state_dir: Option<&Path>, plugin: &str, network: &str) -> Self {
+        let state_dir = state_dir.unwrap_or(Path::new(DEFAULT_STATE_DIR));
+        PluginState {
+            records: Records::new(state_dir, plugin, network),
+            claims: Claims::new(state_dir, plugin),
+        }
+    }
+}
+
 /// Shared resources held by attachments, counted with marker files: a resource (a masqueraded
 /// subnet, a host port) is in use while its directory `STATE_DIR/claims/PLUGIN/RESOURCE/` holds
 /// a `CONTAINERID:IFNAME` marker. Deciding whether an attachment is the first or last holder
@@ -170,10 +196,9 @@ impl Claims {
         container_id: &str,
         ifname: &str,
     ) -> Result<bool, CniError> {
-        let dir = self.dir.join(escape(resource));
+        let (dir, marker) = self.marker(resource, container_id, ifname);
         fs::create_dir_all(&dir).map_err(|err| io_error("create", &dir, err))?;
         let first = self.holders(resource)?.is_empty();
-        let marker = dir.join(format!("{container_id}:{ifname}"));
         fs::write(&marker, b"").map_err(|err| io_error("write", &marker, err))?;
         Ok(first)
     }
@@ -186,8 +211,7 @@ impl Claims {
         container_id: &str,
         ifname: &str,
     ) -> Result<bool, CniError> {
-        let dir = self.dir.join(escape(resource));
-        let marker = dir.join(format!("{container_id}:{ifname}"));
+        let (dir, marker) = self.marker(resource, container_id, ifname);
         match fs::remove_file(&marker) {
             Ok(()) => {}
             Err(err) if err.kind() == ErrorKind::NotFound => return Ok(false),
@@ -198,6 +222,13 @@ impl Claims {
             let _ = fs::remove_dir(&dir);
         }
         Ok(last)
+    }
+
+    /// The directory of `resource` and the marker of a holder in it.
+    fn marker(&self, resource: &str, container_id: &str, ifname: &str) -> (PathBuf, PathBuf) {
+        let dir = self.dir.join(escape(resource));
+        let marker = dir.join(format!("{container_id}:{ifname}"));
+        (dir, marker)
     }
 
     /// Who holds `resource`, as `CONTAINERID:IFNAME`.
@@ -213,13 +244,15 @@ impl Claims {
         }
     }
 
-    /// Releases claims whose holder (`CONTAINERID:IFNAME`) is not in `recorded`: a plugin was
-    /// killed between claiming and recording. Returns the resources nobody holds any more.
-    pub fn release_orphans(
-        &self,
-        lock: &RecordLock,
-        recorded: &HashSet<String>,
-    ) -> Result<Vec<String>, CniError> {
+    /// Releases claims whose holder has no record in any network of `records`' plugin: a
+    /// plugin was killed between claiming and recording. Returns the resources nobody holds
+    /// any more.
+    pub fn release_orphans(&self, lock: &RecordLock, records: &Records) -> Result<Vec<String>, CniError> {
+        let recorded: HashSet<String> = records
+            .list_all_networks::<serde::de::IgnoredAny>()?
+            .into_iter()
+            .map(|(id, ifname, _)| format!("{id}:{ifname}"))
+            .collect();
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return Ok(Vec::new());
         };

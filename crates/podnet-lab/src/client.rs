@@ -57,11 +57,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClientError {
 /// Brings up the lab described in `file` and returns once it is ready; `progress` receives
 /// the daemon's progress lines. Nothing is left behind if it fails.
 pub fn up(file: &Path, progress: impl Fn(&str)) -> Result<LabStatus, ClientError> {
-    let text = read_file(file)?;
-    let parsed = spec::parse(&text).map_err(|err| ClientError::File {
-        path: file.to_owned(),
-        error: err.to_string(),
-    })?;
+    let (text, parsed) = read_file(file)?;
     let paths = LabPaths::new(&parsed.spec.name);
     if is_running(&paths) {
         return Err(ClientError::AlreadyUp(parsed.spec.name));
@@ -111,11 +107,7 @@ pub fn up(file: &Path, progress: impl Fn(&str)) -> Result<LabStatus, ClientError
 
 /// Changes a running lab to match `file`; returns what changed.
 pub fn apply(file: &Path) -> Result<Vec<String>, ClientError> {
-    let text = read_file(file)?;
-    let parsed = spec::parse(&text).map_err(|err| ClientError::File {
-        path: file.to_owned(),
-        error: err.to_string(),
-    })?;
+    let (text, parsed) = read_file(file)?;
     let paths = LabPaths::new(&parsed.spec.name);
     if !is_running(&paths) {
         return Err(ClientError::NoLab(format!(
@@ -309,11 +301,15 @@ fn unexpected(response: Response) -> ClientError {
     ClientError::Daemon(format!("unexpected answer from the lab daemon: {response:?}"))
 }
 
-fn read_file(file: &Path) -> Result<String, ClientError> {
-    std::fs::read_to_string(file).map_err(|err| ClientError::File {
+/// A lab file's text and its parsed, validated content.
+fn read_file(file: &Path) -> Result<(String, spec::LabFile), ClientError> {
+    let refused = |error: String| ClientError::File {
         path: file.to_owned(),
-        error: err.to_string(),
-    })
+        error,
+    };
+    let text = std::fs::read_to_string(file).map_err(|err| refused(err.to_string()))?;
+    let parsed = spec::parse(&text).map_err(|err| refused(err.to_string()))?;
+    Ok((text, parsed))
 }
 
 /// `podnet lab status` as text: a node table and a pod table, like `kubectl get -o wide`.

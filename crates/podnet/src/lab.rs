@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use podnet_lab::client;
 
 /// `podnet lab` subcommands.
@@ -28,34 +28,16 @@ pub enum Command {
     },
     /// Run a command in a pod's container: its network namespace, hostname and environment.
     Exec {
-        /// The pod.
-        pod: String,
-        /// The pod's namespace.
-        #[arg(short, long, default_value = "default")]
-        namespace: String,
-        /// The container (the pod's first when omitted).
-        #[arg(short, long)]
-        container: Option<String>,
-        /// The lab (the only running one when omitted).
-        #[arg(long)]
-        lab: Option<String>,
+        #[command(flatten)]
+        container: ContainerRef,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
     /// Print a container's output.
     Logs {
-        /// The pod.
-        pod: String,
-        /// The pod's namespace.
-        #[arg(short, long, default_value = "default")]
-        namespace: String,
-        /// The container (the pod's first when omitted).
-        #[arg(short, long)]
-        container: Option<String>,
-        /// The lab (the only running one when omitted).
-        #[arg(long)]
-        lab: Option<String>,
+        #[command(flatten)]
+        container: ContainerRef,
     },
     /// Remove the lab and everything it created. Removing a lab that is not up succeeds.
     Down {
@@ -69,6 +51,22 @@ pub enum Command {
         /// The lab's name.
         name: String,
     },
+}
+
+/// A container of a pod of a lab.
+#[derive(Args)]
+pub struct ContainerRef {
+    /// The pod.
+    pod: String,
+    /// The pod's namespace.
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    /// The container (the pod's first when omitted).
+    #[arg(short, long)]
+    container: Option<String>,
+    /// The lab (the only running one when omitted).
+    #[arg(long)]
+    lab: Option<String>,
 }
 
 /// Runs a `podnet lab` subcommand.
@@ -89,22 +87,20 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Status { lab } => print!("{}", client::format_status(&client::status(lab.as_deref())?)),
         Command::Exec {
-            pod,
-            namespace,
-            container,
-            lab,
+            container: c,
             command,
         } => {
-            let err = client::exec(lab.as_deref(), &namespace, &pod, container.as_deref(), &command);
+            let err = client::exec(
+                c.lab.as_deref(),
+                &c.namespace,
+                &c.pod,
+                c.container.as_deref(),
+                &command,
+            );
             return Err(err.into());
         }
-        Command::Logs {
-            pod,
-            namespace,
-            container,
-            lab,
-        } => {
-            let path = client::log_path(lab.as_deref(), &namespace, &pod, container.as_deref())?;
+        Command::Logs { container: c } => {
+            let path = client::log_path(c.lab.as_deref(), &c.namespace, &c.pod, c.container.as_deref())?;
             let text =
                 std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
             print!("{text}");

@@ -10,7 +10,6 @@
 //! Unlike the reference plugin, a failed ADD undoes everything it did, and DEL finds what to
 //! remove from an attachment record even when the namespace is gone and no `prevResult` is given.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -24,7 +23,7 @@ use crate::delegate;
 use crate::firewall::{self, Verb};
 use crate::skel::{Call, Plugin};
 use crate::spec::{CniError, CniResult, Command, ErrorCode, Interface, IpConfig, NetConf, RouteConfig};
-use crate::state::{Claims, DEFAULT_STATE_DIR, RecordLock, Records};
+use crate::state::{Claims, PluginState, RecordLock, Records};
 
 /// The bridge plugin.
 pub struct Bridge;
@@ -129,12 +128,7 @@ impl Conf {
                 CniError::invalid_config(format!("invalid mtu {mtu}")).details("the MTU must be 68 to 65535")
             );
         }
-        let state_dir = keys
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-        let records = Records::new(&state_dir, RECORDS, &net.name);
-        let claims = Claims::new(&state_dir, RECORDS);
+        let PluginState { records, claims } = PluginState::new(keys.state_dir.as_deref(), RECORDS, &net.name);
         Ok(Conf { net, records, claims })
     }
 
@@ -304,11 +298,7 @@ impl Plugin for Bridge {
 
     fn gc(&self, call: &Call) -> Result<(), CniError> {
         let conf = Conf::parse(call)?;
-        let valid: HashSet<(String, String)> = call
-            .valid_attachments()?
-            .into_iter()
-            .map(|attachment| (attachment.container_id, attachment.ifname))
-            .collect();
+        let valid = call.valid_attachments()?;
         let mut errors = Vec::new();
         let mut host = Netlink::connect()?;
         let lock = conf.records.lock()?;
@@ -707,14 +697,10 @@ fn detach_container_link(call: &Call) -> Result<(), CniError> {
 /// runtime waiting for the plugin's output is not kept waiting for it. If it cannot start, the
 /// pair is destroyed here and now.
 fn start_reaper(conf: &Conf, call: &Call, host_veth: &str) {
-    let state_dir = conf
-        .keys()
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let state_dir = conf.records.state_dir();
     let spawned = std::process::Command::new("/proc/self/exe")
         .args(["cni", "reap", "--state-dir"])
-        .arg(&state_dir)
+        .arg(state_dir)
         .args([
             "--network",
             &conf.net.name,
@@ -728,7 +714,7 @@ fn start_reaper(conf: &Conf, call: &Call, host_veth: &str) {
         .spawn();
     if spawned.is_err() {
         let _ = reap(
-            &state_dir,
+            state_dir,
             &conf.net.name,
             &call.env.container_id,
             &call.env.ifname,
@@ -809,15 +795,9 @@ fn release_masquerade(
 /// Releases claims whose holder has no record left in any network, and the masquerading
 /// nobody needs then.
 fn release_orphan_claims(conf: &Conf, lock: &RecordLock) -> Result<(), CniError> {
-    let recorded: HashSet<String> = conf
-        .records
-        .list_all_networks::<Record>()?
-        .into_iter()
-        .map(|(id, ifname, _)| format!("{id}:{ifname}"))
-        .collect();
     let freed: Vec<IpNet> = conf
         .claims
-        .release_orphans(lock, &recorded)?
+        .release_orphans(lock, &conf.records)?
         .iter()
         .filter_map(|subnet| subnet.parse().ok())
         .collect();

@@ -5,7 +5,6 @@
 //! in because the plugin declares the `portMappings` capability). Each mapping becomes an
 //! element of a DNAT map in podnet's nftables table; see [`crate::firewall`].
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -15,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::firewall::{self, PortForward, Verb};
 use crate::skel::{Call, Plugin};
 use crate::spec::{CniError, CniResult, ErrorCode, NetConf};
-use crate::state::{Claims, DEFAULT_STATE_DIR, RecordLock, Records};
+use crate::state::{Claims, PluginState, RecordLock, Records};
 
 /// The portmap plugin.
 pub struct Portmap;
@@ -119,12 +118,7 @@ impl Conf {
                 "remove these keys; podnet marks hairpin traffic with bit 13 in its own nftables table",
             ));
         }
-        let state_dir = keys
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-        let records = Records::new(&state_dir, RECORDS, &net.name);
-        let claims = Claims::new(&state_dir, RECORDS);
+        let PluginState { records, claims } = PluginState::new(keys.state_dir.as_deref(), RECORDS, &net.name);
         Ok(Conf { net, records, claims })
     }
 
@@ -330,11 +324,7 @@ impl Plugin for Portmap {
 
     fn gc(&self, call: &Call) -> Result<(), CniError> {
         let conf = Conf::parse(call)?;
-        let valid: HashSet<(String, String)> = call
-            .valid_attachments()?
-            .into_iter()
-            .map(|attachment| (attachment.container_id, attachment.ifname))
-            .collect();
+        let valid = call.valid_attachments()?;
         let lock = conf.records.lock()?;
         let mut errors = Vec::new();
         for (container_id, ifname, _) in conf.records.list::<Record>()? {
@@ -343,13 +333,7 @@ impl Plugin for Portmap {
             }
         }
         // A claim without a record never reached the kernel: just drop it.
-        let recorded = conf
-            .records
-            .list_all_networks::<Record>()?
-            .into_iter()
-            .map(|(id, ifname, _)| format!("{id}:{ifname}"))
-            .collect();
-        errors.extend(conf.claims.release_orphans(&lock, &recorded).err());
+        errors.extend(conf.claims.release_orphans(&lock, &conf.records).err());
         errors.into_iter().next().map_or(Ok(()), Err)
     }
 }

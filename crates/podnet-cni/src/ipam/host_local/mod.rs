@@ -9,7 +9,6 @@ mod allocator;
 mod config;
 mod store;
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -155,11 +154,7 @@ impl Plugin for HostLocal {
     fn gc(&self, call: &Call) -> Result<(), CniError> {
         let config = Config::parse(&call.config)?;
         let name = network_name(call)?;
-        let valid: HashSet<(String, String)> = call
-            .valid_attachments()?
-            .into_iter()
-            .map(|attachment| (attachment.container_id, attachment.ifname))
-            .collect();
+        let valid = call.valid_attachments()?;
         let Some(store) = Store::lock_existing(&config.data_dir, &name)? else {
             return Ok(());
         };
