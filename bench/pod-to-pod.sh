@@ -3,6 +3,10 @@
 # built by hand with iproute2 (flannel's VXLAN layout; plain host-gw routes), and the underlay
 # itself for context. All in one run, setups interleaved, medians of ROUNDS.
 #
+# podnet masquerades pod egress (as flannel does with iptables), so conntrack sees every packet
+# on its nodes. The hand-built twins are measured twice: bare, as the issue defines them, and
+# with the same masquerade rule in the nodes (`+masq`), which isolates what conntrack costs.
+#
 # Per setup: iperf3 TCP throughput with 1 and 4 streams (client pinned to CPU 0, server to
 # CPU 1), ping RTT, and a 1-byte TCP request/response latency (bench/tcp_rr.py). Afterwards:
 # IP fragmentation and checksum-error counters of the podnet nodes and pods, and agent RSS.
@@ -104,6 +108,15 @@ for ns in hb-n1 hb-vxlan-p1 hb-hostgw-p1; do
   (ip netns exec $ns taskset -c 1 python3 "$RR" server 9000 >/dev/null 2>&1 &)
 done
 sleep 1
+handbuilt_masquerade() { # add|delete: podnet's egress rule on the hand-built nodes
+  for n in 1 2; do
+    if [ "$1" = add ]; then
+      printf 'table ip hb-egress {\n chain postrouting {\n  type nat hook postrouting priority srcnat; policy accept;\n  ip saddr { 10.31.%s.0/24, 10.32.%s.0/24 } ip daddr != { 10.31.0.0/23, 10.32.0.0/23, 224.0.0.0/4 } masquerade\n }\n}\n' $((n - 1)) $((n - 1))
+    else
+      echo 'delete table ip hb-egress'
+    fi | ip netns exec hb-n$n nft -f -
+  done
+}
 
 # --- measurements ---
 measure() { # LABEL CLIENT_NETNS SERVER_IP
@@ -122,21 +135,27 @@ for round in $(seq 1 "$ROUNDS"); do
   measure podnet-vxlan pnbvx_default_client "$(ip netns exec pnbvx_default_server ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)"
   measure handbuilt-host-gw hb-hostgw-p2 10.32.0.2
   measure podnet-host-gw pnbgw_default_client "$(ip netns exec pnbgw_default_server ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)"
+  handbuilt_masquerade add
+  measure handbuilt-vxlan+masq hb-vxlan-p2 10.31.0.2
+  measure handbuilt-host-gw+masq hb-hostgw-p2 10.32.0.2
+  handbuilt_masquerade delete
 done
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 field() { awk -v l="$1" -v f="$2" '$1==l {print $f}' "$RESULTS" | median; }
 printf '\nPod to pod across two nodes, median of %s rounds (iperf3 %s s per run)\n' "$ROUNDS" "$SECONDS_PER_RUN"
-printf '%-18s %12s %12s %12s %14s\n' setup "1 stream" "4 streams" "ping RTT" "TCP RR p50"
-printf '%-18s %12s %12s %12s %14s\n' "" "Gbit/s" "Gbit/s" "us" "us"
-for label in underlay handbuilt-vxlan podnet-vxlan handbuilt-host-gw podnet-host-gw; do
-  printf '%-18s %12s %12s %12s %14s\n' $label "$(field $label 2)" "$(field $label 3)" "$(field $label 4)" "$(field $label 5)"
+printf '%-23s %10s %10s %10s %12s\n' setup "1 stream" "4 streams" "ping RTT" "TCP RR p50"
+printf '%-23s %10s %10s %10s %12s\n' "" "Gbit/s" "Gbit/s" "us" "us"
+for label in underlay handbuilt-vxlan handbuilt-vxlan+masq podnet-vxlan handbuilt-host-gw handbuilt-host-gw+masq podnet-host-gw; do
+  printf '%-23s %10s %10s %10s %12s\n' $label "$(field $label 2)" "$(field $label 3)" "$(field $label 4)" "$(field $label 5)"
 done
 ratio() { echo "scale=3; $(field "$1" "$3") / $(field "$2" "$3")" | bc; }
 printf '\npodnet / hand-built twin:  vxlan %s (1 stream), %s (4 streams), RTT %s, RR %s\n' \
   "$(ratio podnet-vxlan handbuilt-vxlan 2)" "$(ratio podnet-vxlan handbuilt-vxlan 3)" "$(ratio podnet-vxlan handbuilt-vxlan 4)" "$(ratio podnet-vxlan handbuilt-vxlan 5)"
 printf '                          host-gw %s (1 stream), %s (4 streams), RTT %s, RR %s\n' \
   "$(ratio podnet-host-gw handbuilt-host-gw 2)" "$(ratio podnet-host-gw handbuilt-host-gw 3)" "$(ratio podnet-host-gw handbuilt-host-gw 4)" "$(ratio podnet-host-gw handbuilt-host-gw 5)"
+printf 'podnet / twin+masq:        vxlan %s (1 stream), %s (4 streams); host-gw %s (1 stream), %s (4 streams)\n' \
+  "$(ratio podnet-vxlan handbuilt-vxlan+masq 2)" "$(ratio podnet-vxlan handbuilt-vxlan+masq 3)" "$(ratio podnet-host-gw handbuilt-host-gw+masq 2)" "$(ratio podnet-host-gw handbuilt-host-gw+masq 3)"
 printf 'twin / underlay (context): vxlan %s, host-gw %s (1 stream)\n' "$(ratio handbuilt-vxlan underlay 2)" "$(ratio handbuilt-host-gw underlay 2)"
 
 printf '\nFragmentation and checksum errors on the podnet path (should all be 0):\n'

@@ -8,7 +8,7 @@
 //!   `podnet.<VNI>`. The link holds the slice's network address as its "VTEP" address; each peer
 //!   gets a route `PEER_SLICE via PEER_VTEP dev podnet.1 onlink`, a permanent neighbour entry
 //!   `PEER_VTEP -> PEER_VTEP_MAC` and an FDB entry `PEER_VTEP_MAC -> PEER_NODE_IP`. No multicast,
-//!   no learning; the inner MTU is the underlay's minus 50 bytes.
+//!   no learning, no outer UDP checksum; the inner MTU is the underlay's minus 50 bytes.
 //! - `host-gw`: plain routes `PEER_SLICE via PEER_NODE_IP`, which only work when every node is on
 //!   the same L2 segment.
 //!
@@ -185,6 +185,7 @@ pub fn plan(
                 underlay: facts.uplink_index,
                 mtu,
                 mac: vtep_mac(address),
+                udp_checksum: false,
             };
             let peers = peers
                 .iter()

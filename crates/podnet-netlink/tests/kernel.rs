@@ -192,6 +192,7 @@ fn vxlan_links_carry_static_neighbours_and_fdb_entries() {
         underlay: uplink.index,
         mtu: 1450,
         mac: [0x0e, 0, 192, 168, 50, 1],
+        udp_checksum: false,
     };
     netlink.add_vxlan(&wanted).unwrap();
     assert_eq!(netlink.vxlan("podnet.7").unwrap(), Some(wanted.clone()));

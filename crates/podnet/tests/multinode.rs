@@ -110,6 +110,7 @@ fn vxlan_is_wired_like_flannel() {
         "vxlan id 1 local 192.168.10.11 dev eth0",
         "dstport 8472",
         "nolearning",
+        "noudpcsum",
         "mtu 1450",
     ] {
         assert!(link.contains(expected), "{expected:?} not in {link}");
