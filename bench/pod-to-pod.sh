@@ -154,8 +154,10 @@ printf '\npodnet / hand-built twin:  vxlan %s (1 stream), %s (4 streams), RTT %s
   "$(ratio podnet-vxlan handbuilt-vxlan 2)" "$(ratio podnet-vxlan handbuilt-vxlan 3)" "$(ratio podnet-vxlan handbuilt-vxlan 4)" "$(ratio podnet-vxlan handbuilt-vxlan 5)"
 printf '                          host-gw %s (1 stream), %s (4 streams), RTT %s, RR %s\n' \
   "$(ratio podnet-host-gw handbuilt-host-gw 2)" "$(ratio podnet-host-gw handbuilt-host-gw 3)" "$(ratio podnet-host-gw handbuilt-host-gw 4)" "$(ratio podnet-host-gw handbuilt-host-gw 5)"
-printf 'podnet / twin+masq:        vxlan %s (1 stream), %s (4 streams); host-gw %s (1 stream), %s (4 streams)\n' \
-  "$(ratio podnet-vxlan handbuilt-vxlan+masq 2)" "$(ratio podnet-vxlan handbuilt-vxlan+masq 3)" "$(ratio podnet-host-gw handbuilt-host-gw+masq 2)" "$(ratio podnet-host-gw handbuilt-host-gw+masq 3)"
+printf 'podnet / twin+masq:        vxlan %s (1 stream), %s (4 streams), RTT %s, RR %s\n' \
+  "$(ratio podnet-vxlan handbuilt-vxlan+masq 2)" "$(ratio podnet-vxlan handbuilt-vxlan+masq 3)" "$(ratio podnet-vxlan handbuilt-vxlan+masq 4)" "$(ratio podnet-vxlan handbuilt-vxlan+masq 5)"
+printf '                          host-gw %s (1 stream), %s (4 streams), RTT %s, RR %s\n' \
+  "$(ratio podnet-host-gw handbuilt-host-gw+masq 2)" "$(ratio podnet-host-gw handbuilt-host-gw+masq 3)" "$(ratio podnet-host-gw handbuilt-host-gw+masq 4)" "$(ratio podnet-host-gw handbuilt-host-gw+masq 5)"
 printf 'twin / underlay (context): vxlan %s, host-gw %s (1 stream)\n' "$(ratio handbuilt-vxlan underlay 2)" "$(ratio handbuilt-host-gw underlay 2)"
 
 printf '\nFragmentation and checksum errors on the podnet path (should all be 0):\n'
