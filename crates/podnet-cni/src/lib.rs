@@ -56,13 +56,17 @@ pub enum InstallError {
 }
 
 /// Makes every plugin available in the CNI bin directory `dir`, as a symlink named after its
-/// type to `executable` (the podnet binary, which answers as the plugin its name says).
-/// Idempotent; replaces other files of the same names only when `force` is set.
-pub fn install(dir: &Path, executable: &Path, force: bool) -> Result<(), InstallError> {
+/// type to the running executable (the podnet binary, which answers as the plugin its name
+/// says). Idempotent; replaces other files of the same names only when `force` is set.
+pub fn install(dir: &Path, force: bool) -> Result<(), InstallError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| InstallError::Io { path, source }
     };
+    let executable = std::env::current_exe()
+        .and_then(|path| path.canonicalize())
+        .map_err(io(Path::new("/proc/self/exe")))?;
+    let executable = executable.as_path();
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     for (name, _) in PLUGINS {
         let link = dir.join(name);

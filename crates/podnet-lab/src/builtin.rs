@@ -44,16 +44,25 @@ const NGINX_NOT_FOUND: &str = "<html>
 </html>
 ";
 
-/// The port whoami's arguments ask for (`--port N`, `-port N`, `--port=N`), if any.
-pub fn whoami_port(args: &[String]) -> Option<u16> {
+/// The port whoami listens on: `--port N` (or `-port N`, `--port=N`), else the
+/// `WHOAMI_PORT_NUMBER` variable `env` gives, else 80.
+pub fn whoami_port(args: &[String], env: impl Fn(&str) -> Option<String>) -> u16 {
+    flag_value(args, "port")
+        .or_else(|| env("WHOAMI_PORT_NUMBER"))
+        .and_then(|port| port.parse().ok())
+        .unwrap_or(80)
+}
+
+/// The value of a Go-style flag (`-name V`, `--name V`, `--name=V`) in `args`.
+fn flag_value(args: &[String], name: &str) -> Option<String> {
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let flag = arg.trim_start_matches('-');
-        if let Some(value) = flag.strip_prefix("port=") {
-            return value.parse().ok();
+        if let Some(value) = flag.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')) {
+            return Some(value.to_owned());
         }
-        if flag == "port" {
-            return args.next()?.parse().ok();
+        if flag == name {
+            return args.next().cloned();
         }
     }
     None
@@ -63,38 +72,18 @@ pub fn whoami_port(args: &[String]) -> Option<u16> {
 pub fn run(name: &str, args: &[String]) -> Result<(), String> {
     match name {
         "whoami" => {
-            let port = whoami_port(args)
-                .or_else(|| {
-                    std::env::var("WHOAMI_PORT_NUMBER")
-                        .ok()
-                        .and_then(|port| port.parse().ok())
-                })
-                .unwrap_or(80);
-            let label = whoami_name(args).or_else(|| std::env::var("WHOAMI_NAME").ok());
-            serve(port, "whoami", move |request, peer, local| {
-                whoami(request, peer, local, label.as_deref())
+            let port = whoami_port(args, |key| std::env::var(key).ok());
+            let label = flag_value(args, "name").or_else(|| std::env::var("WHOAMI_NAME").ok());
+            serve(port, "whoami", move |request, peer| {
+                whoami(request, peer, label.as_deref())
             })
         }
-        "nginx" => serve(80, "nginx", |request, _, _| nginx(request)),
+        "nginx" => serve(80, "nginx", |request, _| nginx(request)),
         "pause" => loop {
             std::thread::park();
         },
         other => Err(format!("no built-in workload {other:?} (whoami, nginx, pause)")),
     }
-}
-
-fn whoami_name(args: &[String]) -> Option<String> {
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let flag = arg.trim_start_matches('-');
-        if let Some(value) = flag.strip_prefix("name=") {
-            return Some(value.to_owned());
-        }
-        if flag == "name" {
-            return args.next().cloned();
-        }
-    }
-    None
 }
 
 /// A parsed request: method, target, version and headers in arrival order.
@@ -115,7 +104,7 @@ struct Response {
 fn serve(
     port: u16,
     program: &'static str,
-    handler: impl Fn(&Request, std::net::SocketAddr, std::net::SocketAddr) -> Response + Send + Sync + 'static,
+    handler: impl Fn(&Request, std::net::SocketAddr) -> Response + Send + Sync + 'static,
 ) -> Result<(), String> {
     let listener = match TcpListener::bind(("::", port)).or_else(|_| TcpListener::bind(("0.0.0.0", port))) {
         Ok(listener) => listener,
@@ -137,7 +126,7 @@ fn serve(
     for stream in listener.incoming().flatten() {
         let handler = handler.clone();
         std::thread::spawn(move || {
-            let _ = connection(stream, |request, peer, local| handler(request, peer, local));
+            let _ = connection(stream, |request, peer| handler(request, peer));
         });
     }
     Ok(())
@@ -146,10 +135,9 @@ fn serve(
 /// Answers requests on one connection until the client closes it or asks to.
 fn connection(
     stream: TcpStream,
-    handler: impl Fn(&Request, std::net::SocketAddr, std::net::SocketAddr) -> Response,
+    handler: impl Fn(&Request, std::net::SocketAddr) -> Response,
 ) -> std::io::Result<()> {
     let peer = stream.peer_addr()?;
-    let local = stream.local_addr()?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     loop {
@@ -197,7 +185,7 @@ fn connection(
         std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink())?;
         let close = header("connection").is_some_and(|value| value.eq_ignore_ascii_case("close"))
             || request.version == "HTTP/1.0";
-        let response = handler(&request, peer, local);
+        let response = handler(&request, peer);
         let body = if request.method == "HEAD" {
             ""
         } else {
@@ -218,12 +206,7 @@ fn connection(
     }
 }
 
-fn whoami(
-    request: &Request,
-    peer: std::net::SocketAddr,
-    _local: std::net::SocketAddr,
-    name: Option<&str>,
-) -> Response {
+fn whoami(request: &Request, peer: std::net::SocketAddr, name: Option<&str>) -> Response {
     if request.target == "/health" {
         return Response {
             status: "200 OK",
@@ -334,10 +317,14 @@ mod tests {
     #[test]
     fn whoami_flags_are_read_like_the_real_ones() {
         let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(whoami_port(&args(&["--port", "8080"])), Some(8080));
-        assert_eq!(whoami_port(&args(&["-port=9000"])), Some(9000));
-        assert_eq!(whoami_port(&args(&["--verbose"])), None);
-        assert_eq!(whoami_name(&args(&["-name", "blue"])), Some("blue".into()));
+        let no_env = |_: &str| None;
+        let env = |key: &str| (key == "WHOAMI_PORT_NUMBER").then(|| "8081".to_owned());
+        assert_eq!(whoami_port(&args(&["--port", "8080"]), env), 8080);
+        assert_eq!(whoami_port(&args(&["-port=9000"]), no_env), 9000);
+        assert_eq!(whoami_port(&args(&["--verbose"]), env), 8081);
+        assert_eq!(whoami_port(&args(&["--verbose"]), no_env), 80);
+        assert_eq!(flag_value(&args(&["-name", "blue"]), "name"), Some("blue".into()));
+        assert_eq!(flag_value(&args(&["--names=x"]), "name"), None);
     }
 
     #[test]

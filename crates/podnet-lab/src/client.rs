@@ -30,6 +30,12 @@ pub enum ClientError {
     /// No such lab, or no lab at all.
     #[error("{0}")]
     NoLab(String),
+    /// The command line asks for something impossible.
+    #[error("{0}")]
+    Usage(String),
+    /// Several labs are up and the command did not say which one.
+    #[error("several labs are up ({}); choose one with --lab NAME", .0.join(", "))]
+    Ambiguous(Vec<String>),
     /// The lab exists already.
     #[error(
         "lab {0:?} is already up: change it with `podnet lab apply FILE`, or remove it with `podnet lab down`"
@@ -70,18 +76,23 @@ pub fn up(file: &Path, progress: impl Fn(&str)) -> Result<LabStatus, ClientError
             leftovers.join("; ")
         )));
     }
-    std::fs::create_dir_all(paths.root()).map_err(io(format!("create {}", paths.root().display())))?;
-    std::fs::write(daemon::lab_file(&paths), &text).map_err(io("copy the lab file"))?;
-    let log = File::create(paths.daemon_log()).map_err(io("create the daemon log"))?;
-    let executable = std::env::current_exe().map_err(io("locate the podnet executable"))?;
-    let mut daemon = Command::new(executable)
-        .args(["lab", "daemon", &parsed.spec.name])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .process_group(0)
-        .spawn()
-        .map_err(io("start the lab daemon"))?;
+    let start = || -> Result<std::process::Child, ClientError> {
+        std::fs::create_dir_all(paths.root()).map_err(io(format!("create {}", paths.root().display())))?;
+        std::fs::write(daemon::lab_file(&paths), &text).map_err(io("copy the lab file"))?;
+        let log = File::create(paths.daemon_log()).map_err(io("create the daemon log"))?;
+        let executable = std::env::current_exe().map_err(io("locate the podnet executable"))?;
+        Command::new(executable)
+            .args(["lab", "daemon", &parsed.spec.name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .process_group(0)
+            .spawn()
+            .map_err(io("start the lab daemon"))
+    };
+    let mut daemon = start().inspect_err(|_| {
+        reaper::sweep(&paths);
+    })?;
     let reports = BufReader::new(daemon.stdout.take().expect("piped"));
     let mut failure = None;
     for line in reports.lines() {
@@ -193,7 +204,7 @@ pub fn exec(
         })?;
         let (program, args) = argv
             .split_first()
-            .ok_or_else(|| ClientError::NoLab("no command given: podnet lab exec POD -- COMMAND".into()))?;
+            .ok_or_else(|| ClientError::Usage("no command given: podnet lab exec POD -- COMMAND".into()))?;
         let err = Command::new(program)
             .args(args)
             .env_clear()
@@ -255,6 +266,9 @@ pub fn labs() -> Vec<String> {
 /// The lab named `name`, or the only lab when no name is given.
 fn find(name: Option<&str>) -> Result<LabPaths, ClientError> {
     if let Some(name) = name {
+        // The name becomes a path below LABS_DIR: refuse anything that is not a lab name.
+        spec::check_name(name, spec::MAX_LAB_NAME)
+            .map_err(|message| ClientError::Usage(format!("--lab: {message}")))?;
         let paths = LabPaths::new(name);
         return if paths.root().exists() {
             Ok(paths)
@@ -267,10 +281,7 @@ fn find(name: Option<&str>) -> Result<LabPaths, ClientError> {
             "no lab is up; start one with `podnet lab up FILE`".into(),
         )),
         [only] => Ok(LabPaths::new(only)),
-        many => Err(ClientError::NoLab(format!(
-            "several labs are up ({}); choose one with --lab NAME",
-            many.join(", ")
-        ))),
+        many => Err(ClientError::Ambiguous(many.to_vec())),
     }
 }
 
@@ -396,4 +407,19 @@ fn table(rows: &[Vec<String>]) -> String {
                 + "\n"
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lab_name_that_is_not_a_name_is_refused_before_touching_anything() {
+        for name in ["../..", "..", "", "a/b"] {
+            assert!(
+                matches!(down(Some(name)), Err(ClientError::Usage(message)) if message.starts_with("--lab: ")),
+                "{name:?}"
+            );
+        }
+    }
 }

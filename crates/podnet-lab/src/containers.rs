@@ -6,7 +6,7 @@
 //! (`CrashLoopBackOff`). Stopping sends SIGTERM to the whole group, then SIGKILL after a grace
 //! period.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -170,7 +170,7 @@ async fn supervise(
                     s.settled = s.ready;
                 });
                 let probe = probe_ready(spec.ready_port, &namespaces, &status);
-                tokio::select! {
+                let exit_code = tokio::select! {
                     exit = child.wait() => exit.ok().and_then(|exit| exit.code().or(Some(128 + exit_signal(&exit)))),
                     _ = stopped.changed() => {
                         terminate(&mut child).await;
@@ -178,23 +178,24 @@ async fn supervise(
                         return;
                     }
                     _ = probe => unreachable!("the probe never finishes"),
-                }
+                };
+                update(&|s| {
+                    s.state = "Terminated".into();
+                    s.reason = Some(
+                        if exit_code == Some(0) {
+                            "Completed"
+                        } else {
+                            "Error"
+                        }
+                        .into(),
+                    );
+                    s.exit_code = exit_code;
+                    s.ready = false;
+                    s.settled = true;
+                });
+                exit_code
             }
         };
-        update(&|s| {
-            s.state = "Terminated".into();
-            s.reason = Some(
-                if exit_code == Some(0) {
-                    "Completed"
-                } else {
-                    "Error"
-                }
-                .into(),
-            );
-            s.exit_code = exit_code;
-            s.ready = false;
-            s.settled = true;
-        });
         if !spec.restart.restarts_after(exit_code) || *stopped.borrow() {
             return;
         }
@@ -293,16 +294,4 @@ fn append_log(log: &PathBuf, text: &str) {
     if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(log) {
         let _ = file.write_all(text.as_bytes());
     }
-}
-
-/// The last lines of a container's log, for status messages.
-pub fn log_tail(log: &PathBuf, lines: usize) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Opens a container's log for reading.
-pub fn open_log(log: &PathBuf) -> std::io::Result<File> {
-    File::open(log)
 }

@@ -20,6 +20,7 @@ use podnet_model::{ClusterState, DEFAULT_NAMESPACE, ObjectKey, pod_node};
 
 use crate::paths::LabPaths;
 use crate::spec::LabFile;
+use crate::stable_hash::Fnv1a;
 
 /// The underlay segment node addresses are taken from.
 pub const NODE_NETWORK: &str = "192.168.10.0/24";
@@ -49,10 +50,7 @@ pub fn plan(file: &LabFile, running: &ClusterState, paths: &LabPaths) -> Result<
         namespaces: plan_namespaces(file),
         pods: BTreeMap::new(),
     };
-    let mut pods: Vec<Pod> = agent_pods(file, paths);
-    pods.extend(file.pods.iter().cloned());
-    pods.extend(deployment_pods(file));
-    for mut pod in pods {
+    for mut pod in all_pods(file, paths) {
         let key = ObjectKey::of(&pod.metadata);
         if !desired.namespaces.contains_key(&key.namespace) {
             return Err(PlanError(format!(
@@ -83,7 +81,11 @@ pub fn plan(file: &LabFile, running: &ClusterState, paths: &LabPaths) -> Result<
                 pod
             }
         };
-        desired.pods.insert(key, pod);
+        if desired.pods.insert(key.clone(), pod).is_some() {
+            return Err(PlanError(format!(
+                "pod {key} is defined twice: a Pod of that name collides with a Deployment's replica or a node agent's pod"
+            )));
+        }
     }
     schedule(&mut desired);
     Ok(desired)
@@ -241,12 +243,18 @@ fn deployment_pods(file: &LabFile) -> Vec<Pod> {
 /// The pods of `file` in the order they start: node agents (pods need the CNI configuration
 /// they write), then Pods as written, then each Deployment's replicas.
 pub fn start_order(file: &LabFile, paths: &LabPaths) -> Vec<ObjectKey> {
-    agent_pods(file, paths)
+    all_pods(file, paths)
         .iter()
-        .chain(&file.pods)
-        .chain(&deployment_pods(file))
         .map(|pod| ObjectKey::of(&pod.metadata))
         .collect()
+}
+
+/// Every pod `file` asks for, in start order.
+fn all_pods(file: &LabFile, paths: &LabPaths) -> Vec<Pod> {
+    let mut pods = agent_pods(file, paths);
+    pods.extend(file.pods.iter().cloned());
+    pods.extend(deployment_pods(file));
+    pods
 }
 
 /// The node agent's DaemonSet, one hostNetwork pod per node. A lab with its own CNI
@@ -365,23 +373,11 @@ fn new_uid(key: &ObjectKey) -> String {
 
 /// `length` lower-case alphanumerics derived from `value` (stable across runs).
 fn short_hash(value: &impl Hash, length: usize) -> String {
-    // FNV-1a over the value's Hash stream: stable, unlike std's randomly keyed hasher.
-    struct Fnv(u64);
-    impl Hasher for Fnv {
-        fn finish(&self) -> u64 {
-            self.0
-        }
-        fn write(&mut self, bytes: &[u8]) {
-            for byte in bytes {
-                self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x100000001b3);
-            }
-        }
-    }
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut out = String::new();
     let mut round = 0u64;
     while out.len() < length {
-        let mut hasher = Fnv(0xcbf29ce484222325);
+        let mut hasher = Fnv1a::default();
         (round, value).hash(&mut hasher);
         let mut bits = hasher.finish();
         while bits > 0 && out.len() < length {
@@ -499,6 +495,15 @@ mod tests {
                 .unwrap_err()
                 .0
                 .contains("namespace \"shop\" does not exist")
+        );
+        let impostor = file(
+            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: podnet-agent-node1\n  namespace: kube-system\nspec:\n  containers:\n  - {name: c, image: nginx}\n",
+        );
+        assert!(
+            plan(&impostor, &ClusterState::default(), &paths())
+                .unwrap_err()
+                .0
+                .contains("pod kube-system/podnet-agent-node1 is defined twice")
         );
     }
 

@@ -125,7 +125,7 @@ impl Lab {
             .collect();
         for key in leaving {
             let running = self.pods.remove(&key).expect("listed above");
-            let failures = self.remove_pod(&key, running, true).await;
+            let failures = self.remove_pod(&key, running).await;
             report(format!("pod {key} removed{}", describe_failures(&failures)));
         }
         let leaving_nodes: Vec<String> = self
@@ -136,15 +136,15 @@ impl Lab {
             .collect();
         for name in leaving_nodes {
             self.nodes.remove(&name);
-            let paths = self.paths.clone();
+            let (paths, leaving) = (self.paths.clone(), name.clone());
             let failures = blocking(move || {
-                topology::delete_node(&paths, &name)
+                topology::delete_node(&paths, &leaving)
                     .into_iter()
                     .map(|e| e.to_string())
                     .collect::<Vec<_>>()
             })
             .await;
-            report(format!("node removed{}", describe_failures(&failures)));
+            report(format!("node {name} removed{}", describe_failures(&failures)));
         }
 
         // New nodes, on the underlay.
@@ -285,7 +285,7 @@ impl Lab {
         }
     }
 
-    async fn remove_pod(&self, key: &ObjectKey, running: RunningPod, detach: bool) -> Vec<String> {
+    async fn remove_pod(&self, key: &ObjectKey, running: RunningPod) -> Vec<String> {
         stop_all(running.containers).await;
         let Some(sandbox) = running.sandbox else {
             return Vec::new();
@@ -294,7 +294,7 @@ impl Lab {
             return Vec::new();
         };
         let (paths, runtime, key, pod) = (self.paths.clone(), self.runtime.clone(), key.clone(), running.pod);
-        blocking(move || sandbox::destroy(&paths, &node, &runtime, &key, &pod, sandbox, detach)).await
+        blocking(move || sandbox::destroy(&paths, &node, &runtime, &key, &pod, sandbox)).await
     }
 
     /// Stops every container and removes every namespace and file of the lab.
@@ -413,7 +413,7 @@ fn container_spec(
             (std::iter::once(current_exe()).chain(args).collect(), None)
         }
         Program::Builtin(builtin, args) => {
-            let port = builtin_port(builtin, &args);
+            let port = builtin_port(builtin, &args, container);
             let mut argv = vec![current_exe(), "workload".into(), builtin.name().into()];
             argv.extend(args);
             (argv, port)
@@ -476,11 +476,18 @@ fn pod_status(sandbox: &Sandbox, node: &NodeRuntime) -> PodStatusObject {
 }
 
 /// The port a built-in server listens on.
-fn builtin_port(builtin: Builtin, args: &[String]) -> Option<u16> {
+fn builtin_port(builtin: Builtin, args: &[String], container: &ContainerObject) -> Option<u16> {
     match builtin {
         Builtin::Pause | Builtin::Podnet => None,
         Builtin::Nginx => Some(80),
-        Builtin::Whoami => Some(crate::builtin::whoami_port(args).unwrap_or(80)),
+        Builtin::Whoami => Some(crate::builtin::whoami_port(args, |key| {
+            container
+                .env
+                .iter()
+                .flatten()
+                .find(|var| var.name == key)
+                .and_then(|var| var.value.clone())
+        })),
     }
 }
 
@@ -529,8 +536,9 @@ fn describe_failures(failures: &[String]) -> String {
     }
 }
 
-/// Runs the daemon of lab `name`, whose file the CLI left at `LAB_DIR/lab.yaml`. Progress, and
-/// finally `ready` or `error: ...`, go to `report` (the pipe `lab up` reads).
+/// Runs the daemon of lab `name`, whose file the CLI left at `LAB_DIR/lab.yaml`. Progress lines,
+/// then `ready`, go to `report` (the pipe `lab up` reads); a failure is returned, and the command
+/// reports it on the same pipe as `error ...`.
 pub async fn run(name: &str, mut report: impl Write + Send) -> Result<(), String> {
     let paths = LabPaths::new(name);
     let text = std::fs::read_to_string(lab_file(&paths))

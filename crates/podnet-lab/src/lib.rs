@@ -19,16 +19,11 @@ pub mod protocol;
 pub mod reaper;
 pub mod sandbox;
 pub mod spec;
+mod stable_hash;
 pub mod topology;
 pub mod workload;
 
 /// Links podnet's CNI plugins into the lab's CNI bin directory.
 pub fn install_cni_plugins(paths: &paths::LabPaths) -> Result<(), podnet_cni::InstallError> {
-    let executable = std::env::current_exe()
-        .and_then(|path| path.canonicalize())
-        .map_err(|source| podnet_cni::InstallError::Io {
-            path: "/proc/self/exe".into(),
-            source,
-        })?;
-    podnet_cni::install(&paths.cni_bin(), &executable, true)
+    podnet_cni::install(&paths.cni_bin(), true)
 }

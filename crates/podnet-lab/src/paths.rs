@@ -48,11 +48,6 @@ impl LabPaths {
         self.root.join("daemon.log")
     }
 
-    /// The record of what the lab created, for cleanup without the daemon.
-    pub fn record(&self) -> PathBuf {
-        self.root.join("lab.json")
-    }
-
     /// The CNI bin directory the lab's runtime executes plugins from.
     pub fn cni_bin(&self) -> PathBuf {
         self.root.join("cni-bin")

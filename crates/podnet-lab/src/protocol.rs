@@ -1,5 +1,6 @@
-//! The lab daemon's control protocol: one JSON request and one JSON response per connection
-//! on the lab's Unix socket.
+//! The lab daemon's control protocol on the lab's Unix socket: one JSON request per connection,
+//! answered by one JSON response, or, for `Watch`, by a stream of cluster states, one JSON line
+//! each.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -57,7 +58,7 @@ pub struct LabStatus {
     pub name: String,
     /// The cluster's pod CIDR.
     pub pod_cidr: String,
-    /// How pods on different nodes reach each other (`vxlan`, `host-gw`, or `custom CNI`).
+    /// How pods on different nodes reach each other (`vxlan`, `host-gw`, or `custom CNI configuration`).
     pub backend: String,
     /// The nodes.
     pub nodes: Vec<NodeStatus>,
@@ -114,16 +115,6 @@ impl PodStatus {
                 })
             })
             .unwrap_or_else(|| "Running".into())
-    }
-
-    /// Whether every container is ready.
-    pub fn ready(&self) -> bool {
-        self.message.is_none() && self.containers.iter().all(|container| container.ready)
-    }
-
-    /// Whether every container has started (or failed) at least once.
-    pub fn settled(&self) -> bool {
-        self.message.is_some() || self.containers.iter().all(|container| container.settled)
     }
 }
 

@@ -57,7 +57,7 @@ pub fn sweep(paths: &LabPaths) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default();
-    // Pods before nodes before the fabric, as in an orderly shutdown.
+    // Pods (`LAB_NS_POD`) before nodes and the fabric (`LAB_NAME`), as in an orderly shutdown.
     names.sort_by_key(|name| std::cmp::Reverse(name.matches('_').count()));
     for name in names {
         if let Err(err) = delete_netns(&name) {

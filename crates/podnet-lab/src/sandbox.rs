@@ -201,8 +201,8 @@ fn pod_attachment<'a>(id: &'a str, netns: &'a std::path::Path, pod: &Pod) -> Att
     }
 }
 
-/// Removes a sandbox: CNI DEL (when `detach`; a node going away entirely may skip it), then
-/// its namespaces and files. Never stops at the first failure.
+/// Removes a sandbox: CNI DEL of its attachment (a hostNetwork pod has none), then its
+/// namespaces and files. Never stops at the first failure.
 pub fn destroy(
     paths: &LabPaths,
     node: &NodeRuntime,
@@ -210,13 +210,9 @@ pub fn destroy(
     key: &ObjectKey,
     pod: &Pod,
     sandbox: Sandbox,
-    detach: bool,
 ) -> Vec<String> {
     let mut failures = Vec::new();
-    let Some((id, result)) = sandbox.attachment else {
-        return failures;
-    };
-    if detach {
+    if let Some((id, result)) = sandbox.attachment {
         let netns_path = sandbox.netns.path().to_owned();
         let eth0 = pod_attachment(&id, &netns_path, pod);
         match node_network(node) {

@@ -31,8 +31,14 @@ use crate::workload;
 pub const API_VERSION: &str = "podnet.dev/v1alpha1";
 /// Node names the lab uses for namespaces of its own.
 const RESERVED_NODE_NAMES: [&str; 2] = ["fabric", "external"];
+/// The longest lab name (it prefixes every namespace name of the lab).
+pub const MAX_LAB_NAME: usize = 32;
 /// The most nodes a lab may have.
 const MAX_NODES: usize = 64;
+
+/// The most replicas a Deployment may ask for: more than a lab's nodes can give addresses to,
+/// low enough that a typo cannot make the control plane exhaust memory.
+const MAX_REPLICAS: i32 = 1000;
 
 /// A parsed and validated lab file.
 #[derive(Debug, Clone)]
@@ -307,13 +313,17 @@ pub fn parse(text: &str) -> Result<LabFile, SpecError> {
 
 fn lab_spec(header: LabDocument) -> Result<LabSpec, String> {
     let name = header.metadata.name;
-    check_name(&name, 32).map_err(|message| format!("metadata.name: {message}"))?;
+    check_name(&name, MAX_LAB_NAME).map_err(|message| format!("metadata.name: {message}"))?;
+    let too_many = || format!("spec.nodes: a lab has 1 to {MAX_NODES} nodes");
     let nodes: Vec<String> = match header.spec.nodes {
-        Nodes::Count(count) => (1..=count).map(|index| format!("node{index}")).collect(),
+        Nodes::Count(count) if (1..=MAX_NODES).contains(&count) => {
+            (1..=count).map(|index| format!("node{index}")).collect()
+        }
+        Nodes::Count(_) => return Err(too_many()),
         Nodes::Named(named) => named.into_iter().map(|node| node.name).collect(),
     };
     if nodes.is_empty() || nodes.len() > MAX_NODES {
-        return Err(format!("spec.nodes: a lab has 1 to {MAX_NODES} nodes"));
+        return Err(too_many());
     }
     for (index, node) in nodes.iter().enumerate() {
         check_name(node, 63).map_err(|message| format!("spec.nodes[{index}]: {message}"))?;
@@ -405,9 +415,14 @@ fn check_pod_spec(spec: Option<&PodSpec>) -> Result<(), String> {
     if spec.containers.is_empty() {
         return Err("spec.containers: a pod needs at least one container".into());
     }
-    let all = spec.init_containers.iter().flatten().chain(&spec.containers);
+    if spec.init_containers.as_ref().is_some_and(|init| !init.is_empty()) {
+        return Err(
+            "spec.initContainers: the lab does not run init containers; move their commands into a container"
+                .into(),
+        );
+    }
     let mut seen = Vec::new();
-    for container in all {
+    for container in &spec.containers {
         if seen.contains(&&container.name) {
             return Err(format!("container name {:?} is used twice", container.name));
         }
@@ -421,8 +436,13 @@ fn check_pod_spec(spec: Option<&PodSpec>) -> Result<(), String> {
 
 fn check_deployment(deployment: &Deployment) -> Result<(), String> {
     let spec = deployment.spec.as_ref().ok_or("has no spec")?;
-    if spec.replicas.is_some_and(|replicas| replicas < 0) {
-        return Err("spec.replicas must not be negative".into());
+    if spec
+        .replicas
+        .is_some_and(|replicas| !(0..=MAX_REPLICAS).contains(&replicas))
+    {
+        return Err(format!(
+            "spec.replicas: a lab runs 0 to {MAX_REPLICAS} replicas of a Deployment"
+        ));
     }
     let labels = spec
         .template
@@ -482,7 +502,7 @@ fn check_unique(file: &LabFile) -> Result<(), SpecError> {
 
 /// Kubernetes' rule for most names (RFC 1123): lower-case letters, digits, '-' and '.', starting
 /// and ending with a letter or digit.
-fn check_name(name: &str, max: usize) -> Result<(), String> {
+pub(crate) fn check_name(name: &str, max: usize) -> Result<(), String> {
     let valid_chars = name
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (max > 63 && c == '.'));
@@ -537,6 +557,10 @@ mod tests {
             (format!("{HEADER}---\n{HEADER}"), "exactly one Lab"),
             (format!("{HEADER}spec:\n  nodes: 0\n"), "1 to 64 nodes"),
             (
+                format!("{HEADER}spec:\n  nodes: 18446744073709551615\n"),
+                "1 to 64 nodes",
+            ),
+            (
                 format!("{HEADER}spec:\n  nodes: [{{name: fabric}}]\n"),
                 "reserved",
             ),
@@ -559,12 +583,24 @@ mod tests {
             ),
             (pod("spec:\n  containers: []\n"), "at least one container"),
             (
+                format!(
+                    "{HEADER}---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 100000\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n      - {{name: nginx, image: nginx}}\n"
+                ),
+                "0 to 1000 replicas",
+            ),
+            (
                 pod("spec:\n  containers:\n  - name: a\n    image: redis\n"),
                 "cannot be emulated",
             ),
             (
                 pod("spec:\n  containers:\n  - {name: a, image: nginx}\n  - {name: a, image: nginx}\n"),
                 "used twice",
+            ),
+            (
+                pod(
+                    "spec:\n  initContainers:\n  - {name: i, image: busybox, command: [\"true\"]}\n  containers:\n  - {name: a, image: nginx}\n",
+                ),
+                "does not run init containers",
             ),
             (
                 format!("{HEADER}---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: Web\n"),

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::controlplane::NODE_NETWORK;
 use crate::paths::LabPaths;
+use crate::stable_hash::fnv1a;
 
 /// Name of the underlay bridge inside the fabric namespace.
 const UNDERLAY_BRIDGE: &str = "underlay";
@@ -28,8 +29,6 @@ pub const EXTERNAL_ADDRESS: &str = "192.168.10.254";
 pub const INTERNET_ADDRESSES: [&str; 3] = ["192.0.2.10", "198.51.100.10", "203.0.113.10"];
 /// Name of a node's underlay interface.
 pub const NODE_UPLINK: &str = "eth0";
-/// Name of the pod bridge on every node.
-pub const POD_BRIDGE: &str = "cni0";
 
 /// A failure to build or remove part of the topology.
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +176,19 @@ pub fn create_node(
     let address: IpAddr = podnet_model::node_address(node, "InternalIP")
         .and_then(|ip| ip.parse().ok())
         .ok_or_else(|| invalid("has no InternalIP"))?;
+    build_node(paths, name.clone(), address, custom_cni).inspect_err(|_| {
+        // Whatever part of the node exists goes, so that a later attempt starts clean.
+        delete_node(paths, &name);
+    })
+}
+
+fn build_node(
+    paths: &LabPaths,
+    name: String,
+    address: IpAddr,
+    custom_cni: Option<&str>,
+) -> Result<NodeRuntime, TopologyError> {
+    let invalid = |message: &str| TopologyError::Invalid(name.clone(), message.to_owned());
     let dir = paths.node_dir(&name);
     std::fs::create_dir_all(&dir).map_err(|source| TopologyError::Io {
         what: format!("create {}", dir.display()),
@@ -205,7 +217,7 @@ pub fn create_node(
     let network = dir.join(crate::controlplane::NODE_CNI_CONF);
     if let Some(text) = custom_cni {
         // A custom configuration is the lab's to write; otherwise the node's agent writes one.
-        let text = confine(text, &dir)?;
+        let text = confine(text, &dir);
         NetworkConfigList::parse(&text).map_err(|err| invalid(&format!("CNI configuration: {err}")))?;
         std::fs::write(&network, &text).map_err(|source| TopologyError::Io {
             what: format!("write {}", network.display()),
@@ -250,7 +262,7 @@ pub fn delete_node(paths: &LabPaths, name: &str) -> Vec<TopologyError> {
 }
 
 /// A user's CNI configuration, with the plugins' files kept inside the lab's node directory.
-fn confine(text: &str, dir: &std::path::Path) -> Result<String, TopologyError> {
+fn confine(text: &str, dir: &std::path::Path) -> String {
     let mut value: Value = serde_json::from_str(text).expect("validated when the file was parsed");
     let plugins: Vec<&mut Value> = match value.get_mut("plugins").and_then(Value::as_array_mut) {
         Some(list) => list.iter_mut().collect(),
@@ -266,22 +278,17 @@ fn confine(text: &str, dir: &std::path::Path) -> Result<String, TopologyError> {
             plugin["ipam"]["dataDir"] = json!(dir.join("ipam"));
         }
     }
-    Ok(value.to_string())
+    value.to_string()
 }
 
-/// The underlay port of a node: a short stable name derived from the node's name.
-fn fabric_port_name(node: &str) -> String {
-    let hash = node.bytes().fold(0xcbf29ce484222325u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x100000001b3)
-    });
-    format!("n-{:08x}", hash as u32)
+/// The underlay port of a namespace (`LAB_NODE`, `LAB_external`): a short name derived from
+/// the namespace's name, stable across restarts.
+fn fabric_port_name(netns: &str) -> String {
+    format!("n-{:08x}", fnv1a(netns.as_bytes()) as u32)
 }
 
 fn locally_administered_mac(seed: &str) -> [u8; 6] {
-    let hash = seed.bytes().fold(0xcbf29ce484222325u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x100000001b3)
-    });
-    let bytes = hash.to_be_bytes();
+    let bytes = fnv1a(seed.as_bytes()).to_be_bytes();
     [
         (bytes[0] & 0xfe) | 0x02,
         bytes[1],

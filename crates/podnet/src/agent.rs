@@ -41,7 +41,8 @@ enum BackendName {
     HostGw,
 }
 
-/// Runs the agent until its source goes away.
+/// Runs the agent; it returns only when its cluster source ends (the lab's source reconnects to
+/// a restarted daemon, so in a lab that is never).
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_ansi(false)

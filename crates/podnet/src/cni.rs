@@ -4,7 +4,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Subcommand;
 use podnet_cni::Plugin;
 
@@ -74,10 +74,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 /// Symlinks each plugin name in `dir` to this executable.
 fn install(dir: &Path, force: bool) -> anyhow::Result<()> {
-    let executable = std::env::current_exe()
-        .and_then(|path| path.canonicalize())
-        .context("cannot locate the podnet executable")?;
-    podnet_cni::install(dir, &executable, force)?;
+    podnet_cni::install(dir, force)?;
     println!(
         "podnet's bridge, host-local, loopback and portmap plugins are in {}",
         dir.display()
