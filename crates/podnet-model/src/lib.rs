@@ -5,8 +5,8 @@
 //! (`spec.podCIDR`) and addresses, a Pod its node (`spec.nodeName`) and, once its sandbox is
 //! wired, its IPs (`status.podIPs`). podnet's components never ask where these objects come from:
 //! they receive [`ClusterState`] snapshots from a [`ClusterSource`]. The lab's embedded control
-//! plane is one source; the Kubernetes API server, watched with kube-rs, is meant to be the
-//! other (not written yet).
+//! plane is one source (`podnet-lab`); the Kubernetes API server, watched with kube-rs, is the
+//! other (`podnet-kube`).
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -12,9 +12,14 @@ pub struct AgentArgs {
     /// The node this agent runs on (its Node object's name).
     #[arg(long)]
     node: String,
-    /// Read cluster state from this podnet lab (its daemon's socket).
+    /// Read cluster state from this podnet lab (its daemon's socket) instead of the Kubernetes
+    /// API server.
+    #[arg(long, conflicts_with = "kubeconfig")]
+    lab: Option<String>,
+    /// Reach the Kubernetes API server with this kubeconfig; without it (and without --lab),
+    /// the pod's service account, $KUBECONFIG or ~/.kube/config, as kubectl does.
     #[arg(long)]
-    lab: String,
+    kubeconfig: Option<PathBuf>,
     /// How pod traffic crosses between nodes.
     #[arg(long, value_enum, default_value_t = BackendName::Vxlan)]
     backend: BackendName,
@@ -41,8 +46,8 @@ enum BackendName {
     HostGw,
 }
 
-/// Runs the agent; it returns only when its cluster source ends (the lab's source reconnects to
-/// a restarted daemon, so in a lab that is never).
+/// Runs the agent; it returns only when its cluster source ends (both sources reconnect on their
+/// own, so in practice never) or the API server cannot be configured.
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_ansi(false)
@@ -72,11 +77,18 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime
-        .block_on(async {
-            let source = podnet_lab::daemon::LabSource::watch(&args.lab);
-            podnet_agent::run(config, &source).await
-        })
-        .map_err(anyhow::Error::msg)?;
+    runtime.block_on(async {
+        let stopped = match &args.lab {
+            Some(lab) => {
+                let source = podnet_lab::daemon::LabSource::watch(lab);
+                podnet_agent::run(config, &source).await
+            }
+            None => {
+                let source = podnet_kube::KubeSource::connect(args.kubeconfig.as_deref()).await?;
+                podnet_agent::run(config, &source).await
+            }
+        };
+        stopped.map_err(anyhow::Error::msg)
+    })?;
     Ok(ExitCode::SUCCESS)
 }

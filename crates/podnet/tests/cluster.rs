@@ -1,0 +1,114 @@
+//! Cluster mode: the node agent reads Node objects from a Kubernetes API server (a stand-in
+//! that speaks the list-and-watch protocol, support/fake_apiserver.py) instead of a lab, and
+//! wires a node namespace from them: VXLAN routes, neighbours and FDB entries that follow
+//! nodes being added and deleted.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::*;
+
+const API_PORT: &str = "6443";
+
+fn node(name: &str, address: &str, pod_cidr: &str) -> Value {
+    json!({
+        "metadata": {"name": name},
+        "spec": {"podCIDR": pod_cidr},
+        "status": {"addresses": [{"type": "InternalIP", "address": address}]},
+    })
+}
+
+/// Sends a watch event to the stand-in API server.
+fn cluster_event(netns: &TestNetns, kind: &str, object: Value) {
+    let body = json!({"type": kind, "object": object}).to_string();
+    let url = format!("http://127.0.0.1:{API_PORT}/podnet-test/event");
+    netns.exec_ok("curl", &["-sS", "--fail", "-X", "POST", "--data", &body, &url]);
+}
+
+#[test]
+fn the_agent_follows_nodes_from_the_kubernetes_api() {
+    // The node: a namespace with its underlay address on eth0 (a bridge: the kernel here has no
+    // dummy links).
+    let netns = TestNetns::new("kube");
+    netns.exec_ok("ip", &["link", "set", "lo", "up"]);
+    netns.exec_ok("ip", &["link", "add", "eth0", "type", "bridge"]);
+    netns.exec_ok("ip", &["addr", "add", "192.168.50.11/24", "dev", "eth0"]);
+    netns.exec_ok("ip", &["link", "set", "eth0", "up"]);
+
+    let dir = TestDir::new("kube");
+    let nodes = json!([
+        node("n1", "192.168.50.11", "10.50.0.0/24"),
+        node("n2", "192.168.50.12", "10.50.1.0/24"),
+    ]);
+    std::fs::write(dir.join("nodes.json"), nodes.to_string()).unwrap();
+    let server = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/fake_apiserver.py");
+    let _api = Background::start_in(
+        &netns,
+        "python3",
+        &[server, API_PORT, dir.join("nodes.json").to_str().unwrap()],
+    );
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"http://127.0.0.1:{API_PORT}\"}}\n\
+             users:\n- name: test\n  user: {{}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: test}}\ncurrent-context: test\n"
+        ),
+    )
+    .unwrap();
+    let _agent = Background::start_in(
+        &netns,
+        podnet().to_str().unwrap(),
+        &[
+            "agent",
+            "--node",
+            "n1",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+
+    let routes = || netns.exec_ok("ip", &["route"]);
+    let has_route = |cidr: &str, present: bool| {
+        eventually(10, || {
+            (routes().contains(&format!(
+                "{cidr} via {} dev podnet.1 proto 112 onlink",
+                cidr.trim_end_matches("/24")
+            )) == present)
+                .then_some(())
+        })
+        .is_some()
+    };
+    assert!(has_route("10.50.1.0/24", true), "{}", routes());
+    let fdb = netns.exec_ok("bridge", &["fdb", "show", "dev", "podnet.1"]);
+    assert!(fdb.contains("dst 192.168.50.12 self permanent"), "{fdb}");
+    // The node's own subnet is its pods' bridge.
+    let bridge = netns.exec_ok("ip", &["-o", "addr", "show", "cni0"]);
+    assert!(bridge.contains("10.50.0.1/24"), "{bridge}");
+
+    // A node joins, another leaves: the watch carries both within seconds.
+    cluster_event(&netns, "ADDED", node("n3", "192.168.50.13", "10.50.2.0/24"));
+    assert!(has_route("10.50.2.0/24", true), "{}", routes());
+    cluster_event(&netns, "DELETED", node("n2", "192.168.50.12", "10.50.1.0/24"));
+    assert!(has_route("10.50.1.0/24", false), "{}", routes());
+    let fdb = netns.exec_ok("bridge", &["fdb", "show", "dev", "podnet.1"]);
+    assert!(
+        !fdb.contains("192.168.50.12") && fdb.contains("dst 192.168.50.13 self permanent"),
+        "{fdb}"
+    );
+}
+
+#[test]
+fn without_an_api_server_configuration_the_agent_says_what_to_do() {
+    let dir = TestDir::new("kube-none");
+    let output = std::process::Command::new(podnet())
+        .args(["agent", "--node", "n1"])
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("KUBECONFIG", dir.join("missing"))
+        .env("HOME", &dir.path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--kubeconfig"), "{stderr}");
+}
