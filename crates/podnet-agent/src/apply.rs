@@ -7,6 +7,7 @@
 //! node is left alone. Nothing is flushed first, so traffic keeps flowing while it works.
 
 use std::collections::HashSet;
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
@@ -45,8 +46,10 @@ pub enum ApplyError {
     NoUplink(Ipv4Addr),
 }
 
-/// Applies plans to the kernel of the calling thread's namespace, remembering what it last
-/// wrote where reading it back would be costly.
+/// Applies plans to the kernel, remembering what it last wrote where reading it back would be
+/// costly. Links, addresses and routes go to the namespace of the thread that created it (its
+/// netlink socket stays there), the egress table to the namespace `nft` runs in: the agent keeps
+/// both the same by running wholly inside its node's namespace.
 pub struct Applier {
     netlink: Netlink,
     egress_applied: Option<String>,
@@ -124,18 +127,21 @@ impl Applier {
                     .collect();
                 self.fdb(index, fdb, &mut changes)?;
             }
-            Overlay::HostGw { routes } => {
+            Overlay::HostGw { uplink, routes } => {
                 self.remove_other_vxlan_links("", &mut changes)?;
-                let uplink = self.uplink_index(plan.address)?;
                 let routes = routes
                     .iter()
-                    .map(|(cidr, node)| owned_route(*cidr, *node, uplink, false))
+                    .map(|(cidr, node)| owned_route(*cidr, *node, *uplink, false))
                     .collect();
                 self.routes(routes, &mut changes)?;
             }
         }
+        // The table is rewritten when the plan changes it, and when somebody removed it (an
+        // `nft flush ruleset`, a firewall reload): the probe is one netlink round trip.
         let egress = egress::transaction(plan);
-        if self.egress_applied.as_deref() != Some(egress.script()) {
+        if self.egress_applied.as_deref() != Some(egress.script())
+            || !podnet_nft::table_exists(podnet_nft::Family::Ip, egress::TABLE).unwrap_or(false)
+        {
             egress.apply()?;
             self.egress_applied = Some(egress.script().to_owned());
             changes.lines.push(format!(
@@ -158,11 +164,8 @@ impl Applier {
         Ok(changes)
     }
 
-    fn uplink_index(&mut self, address: Ipv4Addr) -> Result<u32, ApplyError> {
-        Ok(self.facts(address)?.uplink_index)
-    }
-
-    /// The pod bridge with the node subnet's gateway address, up.
+    /// The pod bridge with the node subnet's gateway address (and no other IPv4 address) and the
+    /// pods' MTU, up.
     fn bridge(&mut self, plan: &NodePlan, changes: &mut Changes) -> Result<(), ApplyError> {
         let bridge = match self.netlink.link(BRIDGE)? {
             Some(link) => link,
@@ -173,18 +176,47 @@ impl Applier {
                 self.netlink.require_link(BRIDGE)?
             }
         };
-        let gateway = IpNet::V4(plan.gateway);
-        if !self
-            .netlink
-            .addresses(Some(bridge.index))?
-            .iter()
-            .any(|entry| entry.address == gateway)
-        {
-            self.netlink.add_address(bridge.index, gateway)?;
-            changes.lines.push(format!("bridge {BRIDGE} has {gateway}"));
+        if bridge.mtu != plan.pod_mtu {
+            self.netlink.set_mtu(bridge.index, plan.pod_mtu)?;
+            changes.lines.push(format!(
+                "bridge {BRIDGE} MTU {} (was {})",
+                plan.pod_mtu, bridge.mtu
+            ));
         }
+        self.only_address(bridge.index, plan.gateway, changes)?;
         if !bridge.up {
             self.netlink.set_up(bridge.index)?;
+        }
+        Ok(())
+    }
+
+    /// Makes `address` the only IPv4 address of link `index` (one left from an earlier pod
+    /// subnet would keep routing it).
+    fn only_address(
+        &mut self,
+        index: u32,
+        address: Ipv4Net,
+        changes: &mut Changes,
+    ) -> Result<(), ApplyError> {
+        let address = IpNet::V4(address);
+        let current: Vec<IpNet> = self
+            .netlink
+            .addresses(Some(index))?
+            .into_iter()
+            .map(|entry| entry.address)
+            .collect();
+        for stale in current
+            .iter()
+            .filter(|current| current.addr().is_ipv4() && **current != address)
+        {
+            self.netlink.delete_address(index, *stale)?;
+            changes
+                .lines
+                .push(format!("address {stale} removed from link #{index}"));
+        }
+        if !current.contains(&address) {
+            self.netlink.add_address(index, address)?;
+            changes.lines.push(format!("link #{index} has {address}"));
         }
         Ok(())
     }
@@ -219,22 +251,7 @@ impl Applier {
             }
         }
         let link = self.netlink.require_link(&wanted.name)?;
-        let address = IpNet::V4(Ipv4Net::new(vtep, 32).expect("host prefix"));
-        let current: Vec<IpNet> = self
-            .netlink
-            .addresses(Some(link.index))?
-            .into_iter()
-            .map(|entry| entry.address)
-            .collect();
-        for stale in current
-            .iter()
-            .filter(|current| current.addr().is_ipv4() && **current != address)
-        {
-            self.netlink.delete_address(link.index, *stale)?;
-        }
-        if !current.contains(&address) {
-            self.netlink.add_address(link.index, address)?;
-        }
+        self.only_address(link.index, Ipv4Net::new(vtep, 32).expect("host prefix"), changes)?;
         if !link.up {
             self.netlink.set_up(link.index)?;
         }
@@ -290,48 +307,77 @@ impl Applier {
         Ok(())
     }
 
+    /// Makes the permanent neighbour entries of link `index` exactly `wanted`.
     fn neighbours(
         &mut self,
         index: u32,
         wanted: Vec<Neighbour>,
         changes: &mut Changes,
     ) -> Result<(), ApplyError> {
-        let current: HashSet<Neighbour> = self.netlink.neighbours(index)?.into_iter().collect();
-        let wanted_set: HashSet<Neighbour> = wanted.into_iter().collect();
-        for stale in current.difference(&wanted_set) {
-            self.netlink.delete_neighbour(stale)?;
-            changes.lines.push(format!("neighbour {} removed", stale.ip));
-        }
-        for missing in wanted_set.difference(&current) {
-            self.netlink.replace_neighbour(missing)?;
-            changes.lines.push(format!(
-                "neighbour {} is {}",
-                missing.ip,
-                podnet_netlink::format_mac(&missing.mac)
-            ));
-        }
-        Ok(())
+        let current = self.netlink.neighbours(index)?;
+        converge(
+            &mut self.netlink,
+            current,
+            wanted,
+            |netlink, stale| {
+                netlink.delete_neighbour(stale)?;
+                Ok(format!("neighbour {} removed", stale.ip))
+            },
+            |netlink, missing| {
+                netlink.replace_neighbour(missing)?;
+                Ok(format!(
+                    "neighbour {} is {}",
+                    missing.ip,
+                    podnet_netlink::format_mac(&missing.mac)
+                ))
+            },
+            changes,
+        )
     }
 
+    /// Makes the static FDB entries of VXLAN link `index` exactly `wanted`.
     fn fdb(&mut self, index: u32, wanted: Vec<FdbEntry>, changes: &mut Changes) -> Result<(), ApplyError> {
-        let current: HashSet<FdbEntry> = self.netlink.fdb(index)?.into_iter().collect();
-        let wanted_set: HashSet<FdbEntry> = wanted.into_iter().collect();
-        for stale in current.difference(&wanted_set) {
-            self.netlink.delete_fdb(stale)?;
-            changes
-                .lines
-                .push(format!("FDB {} removed", podnet_netlink::format_mac(&stale.mac)));
-        }
-        for missing in wanted_set.difference(&current) {
-            self.netlink.replace_fdb(missing)?;
-            changes.lines.push(format!(
-                "FDB {} via {}",
-                podnet_netlink::format_mac(&missing.mac),
-                missing.destination
-            ));
-        }
-        Ok(())
+        let current = self.netlink.fdb(index)?;
+        converge(
+            &mut self.netlink,
+            current,
+            wanted,
+            |netlink, stale| {
+                netlink.delete_fdb(stale)?;
+                Ok(format!("FDB {} removed", podnet_netlink::format_mac(&stale.mac)))
+            },
+            |netlink, missing| {
+                netlink.replace_fdb(missing)?;
+                Ok(format!(
+                    "FDB {} via {}",
+                    podnet_netlink::format_mac(&missing.mac),
+                    missing.destination
+                ))
+            },
+            changes,
+        )
     }
+}
+
+/// Removes the `current` entries that are not `wanted` and adds the `wanted` ones that are
+/// missing, logging what each step says.
+fn converge<T: Eq + Hash>(
+    netlink: &mut Netlink,
+    current: Vec<T>,
+    wanted: Vec<T>,
+    remove: impl Fn(&mut Netlink, &T) -> Result<String, ApplyError>,
+    add: impl Fn(&mut Netlink, &T) -> Result<String, ApplyError>,
+    changes: &mut Changes,
+) -> Result<(), ApplyError> {
+    let current: HashSet<T> = current.into_iter().collect();
+    let wanted: HashSet<T> = wanted.into_iter().collect();
+    for stale in current.difference(&wanted) {
+        changes.lines.push(remove(netlink, stale)?);
+    }
+    for missing in wanted.difference(&current) {
+        changes.lines.push(add(netlink, missing)?);
+    }
+    Ok(())
 }
 
 /// A route podnet owns: tagged with its protocol.

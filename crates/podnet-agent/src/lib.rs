@@ -38,6 +38,7 @@ pub async fn run(config: AgentConfig, source: &dyn ClusterSource) -> Result<(), 
     let mut states = source.subscribe();
     let mut applier = Some(Applier::new().map_err(|err| err.to_string())?);
     let mut last_error = None;
+    let mut last_skipped = Vec::new();
     loop {
         let state: Arc<ClusterState> = states.borrow_and_update().clone();
         let config_now = config.clone();
@@ -50,9 +51,19 @@ pub async fn run(config: AgentConfig, source: &dyn ClusterSource) -> Result<(), 
         .map_err(|err| err.to_string())?;
         applier = Some(returned);
         match outcome {
-            Ok(changes) => {
+            Ok(Reconciled {
+                changes,
+                skipped_peers,
+            }) => {
                 for line in changes {
                     tracing::info!("{line}");
+                }
+                // Peers left out are said once, until the set changes.
+                if skipped_peers != last_skipped {
+                    for line in &skipped_peers {
+                        tracing::warn!("{line}");
+                    }
+                    last_skipped = skipped_peers;
                 }
                 last_error = None;
             }
@@ -73,22 +84,25 @@ pub async fn run(config: AgentConfig, source: &dyn ClusterSource) -> Result<(), 
     }
 }
 
+/// What one round found: the changes made and the peers the plan had to leave out.
+struct Reconciled {
+    changes: Vec<String>,
+    skipped_peers: Vec<String>,
+}
+
 fn reconcile(
     config: &AgentConfig,
     state: &ClusterState,
     applier: &mut Applier,
-) -> Result<Vec<String>, String> {
-    let node = state
-        .nodes
-        .get(&config.node)
-        .ok_or_else(|| format!("waiting for Node {} to exist", config.node))?;
-    let address = podnet_model::node_address(node, "InternalIP")
-        .and_then(|ip| ip.parse().ok())
-        .ok_or_else(|| format!("node {}: no IPv4 InternalIP yet", config.node))?;
+) -> Result<Reconciled, String> {
+    let (address, _) = plan::own_identity(&config.node, state).map_err(|err| err.to_string())?;
     let facts = applier.facts(address).map_err(|err| err.to_string())?;
     let plan = plan::plan(&config.node, config.backend, state, &facts).map_err(|err| err.to_string())?;
-    applier
+    let changes = applier
         .apply(&plan, config.cni.as_ref())
-        .map(|changes| changes.lines)
-        .map_err(|err| err.to_string())
+        .map_err(|err| err.to_string())?;
+    Ok(Reconciled {
+        changes: changes.lines,
+        skipped_peers: plan.skipped_peers,
+    })
 }

@@ -18,7 +18,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
-use podnet_model::{ClusterState, node_address, node_pod_cidrs};
+use podnet_model::{ClusterState, node_ipv4, node_pod_cidrs};
 
 /// Bytes a VXLAN encapsulation adds: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8.
 pub const VXLAN_OVERHEAD: u32 = 50;
@@ -78,6 +78,8 @@ pub struct NodePlan {
     pub cluster_cidrs: Vec<Ipv4Net>,
     /// The cross-node part.
     pub overlay: Overlay,
+    /// Peers left out of the plan, and why (a pod subnet that would clash with another route).
+    pub skipped_peers: Vec<String>,
 }
 
 /// The backend-specific part of a plan.
@@ -94,6 +96,8 @@ pub enum Overlay {
     },
     /// Routes through the peers' node addresses.
     HostGw {
+        /// The uplink's interface index, where the routes go out.
+        uplink: u32,
         /// `(peer pod subnet, peer node address)`.
         routes: Vec<(Ipv4Net, Ipv4Addr)>,
     },
@@ -147,6 +151,17 @@ pub fn vxlan_link_name(vni: u32) -> String {
     format!("podnet.{vni}")
 }
 
+/// Node `name`'s IPv4 underlay address and pod subnet, the two facts every plan starts from.
+pub fn own_identity(name: &str, state: &ClusterState) -> Result<(Ipv4Addr, Ipv4Net), PlanError> {
+    let node_error = |message: &str| PlanError::Node(name.to_owned(), message.to_owned());
+    let node = state
+        .nodes
+        .get(name)
+        .ok_or_else(|| node_error("no such Node object"))?;
+    network_identity(node)
+        .ok_or_else(|| node_error("needs an IPv4 InternalIP and an IPv4 podCIDR of /30 or larger"))
+}
+
 /// Plans node `name`'s network from `state`, given what the kernel says about its uplink.
 pub fn plan(
     name: &str,
@@ -154,22 +169,37 @@ pub fn plan(
     state: &ClusterState,
     facts: &Facts,
 ) -> Result<NodePlan, PlanError> {
-    let node_error = |message: &str| PlanError::Node(name.to_owned(), message.to_owned());
-    let node = state
-        .nodes
-        .get(name)
-        .ok_or_else(|| node_error("no such Node object"))?;
-    let (address, pod_cidr) =
-        network_identity(node).ok_or_else(|| node_error("needs an IPv4 InternalIP and podCIDR"))?;
+    let (address, pod_cidr) = own_identity(name, state)?;
     let gateway = Ipv4Net::new(next(pod_cidr.network()), pod_cidr.prefix_len()).expect("valid prefix");
-    let peers: Vec<(String, Ipv4Addr, Ipv4Net)> = state
-        .nodes
-        .iter()
-        .filter(|(peer, _)| peer.as_str() != name)
-        .filter_map(|(peer, node)| {
-            network_identity(node).map(|(address, cidr)| (peer.clone(), address, cidr))
-        })
-        .collect();
+    // A peer subnet overlapping this node's, another peer's or the underlay would replace a
+    // route that traffic depends on: such peers are left out, and said so.
+    let mut peers: Vec<(String, Ipv4Addr, Ipv4Net)> = Vec::new();
+    let mut skipped_peers = Vec::new();
+    for (peer, node) in state.nodes.iter().filter(|(peer, _)| peer.as_str() != name) {
+        let Some((peer_address, cidr)) = network_identity(node) else {
+            skipped_peers.push(format!(
+                "node {peer}: no IPv4 InternalIP and podCIDR (yet); not routed"
+            ));
+            continue;
+        };
+        let overlaps = |other: &Ipv4Net| other.contains(&cidr.network()) || cidr.contains(&other.network());
+        let clash = if overlaps(&pod_cidr) {
+            Some(format!("this node's pod subnet {pod_cidr}"))
+        } else if let Some((other, _, other_cidr)) = peers.iter().find(|(_, _, other)| overlaps(other)) {
+            Some(format!("node {other}'s pod subnet {other_cidr}"))
+        } else {
+            facts.uplink_networks.iter().find_map(|network| match network {
+                IpNet::V4(v4) if overlaps(v4) => Some(format!("the underlay {}", v4.trunc())),
+                _ => None,
+            })
+        };
+        match clash {
+            Some(what) => skipped_peers.push(format!(
+                "node {peer}: pod subnet {cidr} overlaps {what}; not routed"
+            )),
+            None => peers.push((peer.clone(), peer_address, cidr)),
+        }
+    }
     let mut cluster_cidrs: Vec<Ipv4Net> = std::iter::once(pod_cidr)
         .chain(peers.iter().map(|(_, _, cidr)| *cidr))
         .collect();
@@ -226,7 +256,13 @@ pub fn plan(
                 }
             }
             let routes = peers.iter().map(|(_, address, cidr)| (*cidr, *address)).collect();
-            (Overlay::HostGw { routes }, facts.uplink_mtu)
+            (
+                Overlay::HostGw {
+                    uplink: facts.uplink_index,
+                    routes,
+                },
+                facts.uplink_mtu,
+            )
         }
     };
     Ok(NodePlan {
@@ -236,17 +272,19 @@ pub fn plan(
         pod_mtu,
         cluster_cidrs,
         overlay,
+        skipped_peers,
     })
 }
 
-/// A node's IPv4 underlay address and pod subnet, when it has both.
+/// A node's IPv4 underlay address and pod subnet, when it has both and the subnet has room for
+/// a gateway and a pod (/30 or larger). A subnet written with host bits counts as its network.
 fn network_identity(node: &k8s_openapi::api::core::v1::Node) -> Option<(Ipv4Addr, Ipv4Net)> {
-    let address: Ipv4Addr = node_address(node, "InternalIP")?.parse().ok()?;
+    let address = node_ipv4(node, "InternalIP")?;
     let cidr = node_pod_cidrs(node).into_iter().find_map(|cidr| match cidr {
-        IpNet::V4(v4) => Some(v4),
+        IpNet::V4(v4) => Some(v4.trunc()),
         IpNet::V6(_) => None,
     })?;
-    Some((address, cidr))
+    (cidr.prefix_len() <= 30).then_some((address, cidr))
 }
 
 fn next(ip: Ipv4Addr) -> Ipv4Addr {
@@ -327,7 +365,7 @@ mod tests {
     fn host_gw_routes_through_peer_nodes_on_the_segment_only() {
         let plan = plan("node2", Backend::HostGw, &cluster(), &facts()).unwrap();
         assert_eq!(plan.pod_mtu, 1500);
-        let Overlay::HostGw { routes } = plan.overlay else {
+        let Overlay::HostGw { routes, .. } = plan.overlay else {
             panic!("host-gw")
         };
         assert_eq!(
@@ -346,5 +384,59 @@ mod tests {
     #[test]
     fn an_unknown_or_incomplete_node_cannot_be_planned() {
         assert!(plan("node9", Backend::HostGw, &cluster(), &facts()).is_err());
+        let mut tiny = cluster();
+        tiny.nodes
+            .extend([node("node1", "192.168.10.11", "10.244.0.0/31")]);
+        let err = plan("node1", Backend::HostGw, &tiny, &facts()).unwrap_err();
+        assert!(err.to_string().contains("/30 or larger"), "{err}");
+    }
+
+    #[test]
+    fn peers_whose_subnets_clash_are_left_out_and_named() {
+        let mut state = cluster();
+        state.nodes.extend([
+            node("node4", "192.168.10.14", "10.244.1.0/25"),
+            node("node5", "192.168.10.15", "10.244.0.0/24"),
+            node("node6", "192.168.10.16", "192.168.10.0/24"),
+            node("node7", "192.168.10.17", "10.244.7.9/24"),
+        ]);
+        let plan = plan("node1", Backend::DEFAULT_VXLAN, &state, &facts()).unwrap();
+        let Overlay::Vxlan { peers, .. } = &plan.overlay else {
+            panic!("vxlan")
+        };
+        let routed: Vec<String> = peers.iter().map(|peer| peer.pod_cidr.to_string()).collect();
+        // node7's subnet is written with host bits: it is routed as its network.
+        assert_eq!(routed, ["10.244.1.0/24", "10.244.2.0/24", "10.244.7.0/24"]);
+        let skipped = plan.skipped_peers.join("\n");
+        assert!(
+            skipped.contains(
+                "node node4: pod subnet 10.244.1.0/25 overlaps node node2's pod subnet 10.244.1.0/24"
+            ),
+            "{skipped}"
+        );
+        assert!(
+            skipped.contains("node node5: pod subnet 10.244.0.0/24 overlaps this node's pod subnet"),
+            "{skipped}"
+        );
+        assert!(
+            skipped.contains("node node6: pod subnet 192.168.10.0/24 overlaps the underlay 192.168.10.0/24"),
+            "{skipped}"
+        );
+    }
+
+    #[test]
+    fn a_dual_stack_node_is_planned_from_its_ipv4_address() {
+        let mut state = cluster();
+        let (_, mut dual) = node("node1", "192.168.10.11", "10.244.0.0/24");
+        dual.status.as_mut().unwrap().addresses.as_mut().unwrap().insert(
+            0,
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: "fd00::11".into(),
+            },
+        );
+        state.nodes.insert("node1".into(), dual);
+        let plan = plan("node1", Backend::DEFAULT_VXLAN, &state, &facts()).unwrap();
+        assert_eq!(plan.address.to_string(), "192.168.10.11");
     }
 }

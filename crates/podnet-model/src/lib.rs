@@ -17,10 +17,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-pub use k8s_openapi;
-pub use k8s_openapi::api::apps::v1::Deployment;
-pub use k8s_openapi::api::core::v1 as core;
-pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// The namespace objects land in when they name none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -126,6 +123,18 @@ pub fn node_address<'a>(node: &'a Node, kind: &str) -> Option<&'a str> {
         .iter()
         .find(|address| address.type_ == kind)
         .map(|address| address.address.as_str())
+}
+
+/// A node's IPv4 address of `kind`: the first that parses as IPv4 (a dual-stack node lists one
+/// address per family, in either order).
+pub fn node_ipv4(node: &Node, kind: &str) -> Option<std::net::Ipv4Addr> {
+    node.status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .filter(|address| address.type_ == kind)
+        .find_map(|address| address.address.parse().ok())
 }
 
 /// The node a pod is scheduled to.

@@ -115,7 +115,9 @@ impl Netlink {
                 RouteNetlinkMessage::NewNeighbour(message) => Some(message),
                 _ => None,
             })
-            .filter(|message| message.header.ifindex == index)
+            .filter(|message| {
+                message.header.ifindex == index && message.header.state == NeighbourState::Permanent
+            })
             .filter_map(|message| {
                 let mut mac = None;
                 let mut destination = None;

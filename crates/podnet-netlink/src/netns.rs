@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
-use nix::sys::statfs::{NSFS_MAGIC, PROC_SUPER_MAGIC, fstatfs};
+use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
 
 use crate::error::{Error, Result};
 
@@ -60,7 +60,7 @@ impl Netns {
             },
         })?;
         let fs = fstatfs(&file).map_err(|err| Error::system(format!("statfs {}", path.display()), err))?;
-        if fs.filesystem_type() != NSFS_MAGIC && fs.filesystem_type() != PROC_SUPER_MAGIC {
+        if fs.filesystem_type() != NSFS_MAGIC {
             return Err(Error::Netns {
                 path: path.to_owned(),
                 reason: "not a network namespace (expected an nsfs bind mount or /proc/PID/ns/net)".into(),

@@ -7,8 +7,8 @@
 use std::io;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -77,13 +77,38 @@ impl Netlink {
         operation: impl FnOnce() -> String,
     ) -> Result<Vec<RouteNetlinkMessage>> {
         let flags = if dump { NLM_F_DUMP } else { 0 };
-        self.exchange(message, flags).map_err(|source| Error::Kernel {
-            operation: operation(),
-            source,
-        })
+        // A dump that the kernel marks interrupted (the table changed while it was being sent)
+        // may miss or repeat entries: ask again.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.exchange(message.clone(), flags) {
+                Ok(Exchange {
+                    interrupted: true, ..
+                }) if attempts < DUMP_ATTEMPTS => continue,
+                Ok(Exchange {
+                    interrupted: true, ..
+                }) => {
+                    break Err(Error::Kernel {
+                        operation: operation(),
+                        source: io::Error::new(
+                            io::ErrorKind::Interrupted,
+                            format!("the dump changed under us {DUMP_ATTEMPTS} times in a row"),
+                        ),
+                    });
+                }
+                Ok(exchange) => break Ok(exchange.replies),
+                Err(source) => {
+                    break Err(Error::Kernel {
+                        operation: operation(),
+                        source,
+                    });
+                }
+            }
+        }
     }
 
-    fn exchange(&mut self, message: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
+    fn exchange(&mut self, message: RouteNetlinkMessage, flags: u16) -> io::Result<Exchange> {
         self.sequence = self.sequence.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
@@ -95,6 +120,8 @@ impl Netlink {
         self.socket.send(&buffer, 0)?;
 
         let mut replies = Vec::new();
+        let mut interrupted = false;
+        let done = |replies, interrupted| Ok(Exchange { replies, interrupted });
         loop {
             let (datagram, _) = self.socket.recv_from_full()?;
             let mut offset = 0;
@@ -112,12 +139,16 @@ impl Netlink {
                 if reply.header.sequence_number != self.sequence {
                     continue;
                 }
+                interrupted |= reply.header.flags & NLM_F_DUMP_INTR != 0;
                 match reply.payload {
                     NetlinkPayload::InnerMessage(inner) => replies.push(inner),
-                    NetlinkPayload::Done(_) => return Ok(replies),
+                    NetlinkPayload::Done(end) if end.code != 0 => {
+                        return Err(io::Error::from_raw_os_error(-end.code));
+                    }
+                    NetlinkPayload::Done(_) => return done(replies, interrupted),
                     NetlinkPayload::Error(error) => {
                         return match error.code {
-                            None => Ok(replies),
+                            None => done(replies, interrupted),
                             Some(_) => Err(error.to_io()),
                         };
                     }
@@ -126,4 +157,14 @@ impl Netlink {
             }
         }
     }
+}
+
+/// How often a dump is asked for again when the kernel reports it interrupted.
+const DUMP_ATTEMPTS: u32 = 3;
+
+/// The answer to one request.
+struct Exchange {
+    replies: Vec<RouteNetlinkMessage>,
+    /// The kernel flagged the dump as inconsistent (`NLM_F_DUMP_INTR`).
+    interrupted: bool,
 }

@@ -22,8 +22,6 @@ use std::process::{Child, Command, Stdio};
 pub enum Family {
     /// `ip`: IPv4 only.
     Ip,
-    /// `ip6`: IPv6 only.
-    Ip6,
     /// `inet`: IPv4 and IPv6 in one table.
     Inet,
 }
@@ -33,7 +31,6 @@ impl Family {
     pub fn as_str(self) -> &'static str {
         match self {
             Family::Ip => "ip",
-            Family::Ip6 => "ip6",
             Family::Inet => "inet",
         }
     }
@@ -43,7 +40,6 @@ impl Family {
         match self {
             Family::Inet => 1,
             Family::Ip => 2,
-            Family::Ip6 => 10,
         }
     }
 }
@@ -60,10 +56,8 @@ pub enum Error {
     /// The kernel or `nft` rejected the transaction; nothing of it was applied.
     #[error("nftables rejected the transaction: {stderr}")]
     Rejected {
-        /// What `nft` printed.
+        /// What `nft` printed (it quotes the offending line of the script).
         stderr: String,
-        /// The script that was sent.
-        script: String,
     },
 }
 
@@ -101,11 +95,6 @@ impl Transaction {
         self.push_fmt(format_args!("delete {object}"))
     }
 
-    /// True when nothing was pushed.
-    pub fn is_empty(&self) -> bool {
-        self.script.is_empty()
-    }
-
     /// The script text.
     pub fn script(&self) -> &str {
         &self.script
@@ -130,10 +119,7 @@ impl Transaction {
         // A short script fits in the pipe buffer; if nft died early, its stderr says why.
         let _ = stdin.write_all(self.script.as_bytes());
         drop(stdin);
-        Ok(Pending {
-            child,
-            script: self.script.clone(),
-        })
+        Ok(Pending { child })
     }
 }
 
@@ -141,7 +127,6 @@ impl Transaction {
 #[derive(Debug)]
 pub struct Pending {
     child: Child,
-    script: String,
 }
 
 impl Pending {
@@ -153,7 +138,6 @@ impl Pending {
         }
         Err(Error::Rejected {
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            script: self.script,
         })
     }
 }
