@@ -7,13 +7,14 @@
 //! create, and makes per-packet cost independent of the number of containers.
 //!
 //! - Masquerade: a packet from a masqueraded subnet to anywhere outside that same subnet (and not
-//!   multicast) leaves with the node's address. Elements are per subnet, added by the first
-//!   attachment of a network and removed with its last, because deleting anything from nftables
-//!   costs an RCU grace period (10-20 ms) and the common DEL should not pay it.
+//!   multicast) leaves with the node's address. Elements are per subnet, added by the subnet's
+//!   first attachment (in any network) and removed with its last, because deleting anything from
+//!   nftables costs an RCU grace period (10-20 ms) and the common DEL should not pay it.
 //! - Host ports: traffic to a local address and a mapped port is DNATed to the container
-//!   (`portmap-addr-*` for a specific hostIP, `portmap-any-*` for all). Traffic from the
-//!   container's own subnet or from localhost is marked and masqueraded so that the reply comes
-//!   back through the node (hairpin), as the reference portmap does.
+//!   (`portmap-addr-*` for a specific hostIP, `portmap-any-*` for all). A DNATed connection from
+//!   the container's own subnet or from localhost is masqueraded so that the reply comes back
+//!   through the node (hairpin), as the reference portmap does with `snat` on; conntrack says
+//!   which connections were DNATed, so no packet mark is needed.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -26,9 +27,6 @@ use crate::spec::CniError;
 
 /// The table's name.
 pub const TABLE: &str = "podnet-cni";
-
-/// Packet mark bit asking the postrouting chain to masquerade a host-port connection.
-pub const MASQUERADE_MARK: u32 = 0x2000;
 
 /// A host port forwarded to a container port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,8 +41,10 @@ pub struct PortForward {
     pub container_ip: IpAddr,
     /// The port in the container.
     pub container_port: u16,
-    /// The container's subnet, whose clients are masqueraded (hairpin).
-    pub container_subnet: IpNet,
+    /// The container's subnet, whose clients (and localhost) are masqueraded so that replies
+    /// come back through the node (hairpin); `None` when `snat` is off.
+    #[serde(alias = "container_subnet")]
+    pub hairpin_subnet: Option<IpNet>,
 }
 
 /// The commands that create the table with its sets, maps, chains and rules.
@@ -68,18 +68,14 @@ pub fn definition() -> Transaction {
             "add map inet {t} portmap-addr-{v} {{ type {addr} . inet_proto . inet_service : {addr} . inet_service; }}"
         ));
         tx.push_fmt(format_args!(
-            "add set inet {t} portmap-masq-{v} {{ type {addr} . inet_proto . inet_service; flags interval; }}"
+            "add set inet {t} portmap-masq-{v} {{ type {addr} . {addr} . inet_service; flags interval; }}"
         ));
     }
-    let mark = format!("0x{MASQUERADE_MARK:x}");
     tx.push_fmt(format_args!("add chain inet {t} portmap"));
     tx.push_fmt(format_args!(
         "add rule inet {t} portmap meta l4proto != {{ tcp, udp, sctp }} return"
     ));
     for (v, ip, nfproto) in [("v4", "ip", "ipv4"), ("v6", "ip6", "ipv6")] {
-        tx.push_fmt(format_args!(
-            "add rule inet {t} portmap {ip} saddr . meta l4proto . th dport @portmap-masq-{v} meta mark set meta mark | {mark}"
-        ));
         tx.push_fmt(format_args!(
             "add rule inet {t} portmap meta nfproto {nfproto} dnat {ip} to {ip} daddr . meta l4proto . th dport map @portmap-addr-{v}"
         ));
@@ -103,9 +99,12 @@ pub fn definition() -> Transaction {
     tx.push_fmt(format_args!(
         "add chain inet {t} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}"
     ));
-    tx.push_fmt(format_args!(
-        "add rule inet {t} postrouting meta mark & {mark} == {mark} masquerade"
-    ));
+    for (v, ip) in [("v4", "ip"), ("v6", "ip6")] {
+        // After DNAT, daddr and dport are the container's.
+        tx.push_fmt(format_args!(
+            "add rule inet {t} postrouting ct status dnat {ip} saddr . {ip} daddr . th dport @portmap-masq-{v} masquerade"
+        ));
+    }
     for (v, ip, multicast) in [("v4", "ip", "224.0.0.0/4"), ("v6", "ip6", "ff00::/8")] {
         tx.push_fmt(format_args!(
             "add rule inet {t} postrouting {ip} saddr . {ip} daddr @masq-exempt-{v} return"
@@ -146,12 +145,15 @@ pub fn port_forward_elements(tx: &mut Transaction, verb: Verb, forwards: &[PortF
             None => format!("element inet {TABLE} portmap-any-{v} {{ {proto} . {port} : {target} }}"),
         };
         verb.push(tx, &element);
+        let Some(subnet) = forward.hairpin_subnet else {
+            continue;
+        };
         let mut masq = format!(
-            "element inet {TABLE} portmap-masq-{v} {{ {} . {proto} . {port}",
-            forward.container_subnet.trunc()
+            "element inet {TABLE} portmap-masq-{v} {{ {} . {target}",
+            subnet.trunc()
         );
         if forward.container_ip.is_ipv4() {
-            let _ = write!(masq, ", 127.0.0.1 . {proto} . {port}");
+            let _ = write!(masq, ", 127.0.0.1 . {target}");
         }
         masq.push_str(" }");
         verb.push(tx, &masq);
@@ -176,7 +178,8 @@ impl Verb {
     }
 }
 
-fn family_suffix(ip: IpAddr) -> &'static str {
+/// `v4` or `v6`: the suffix of the sets and maps for `ip`'s family.
+pub fn family_suffix(ip: IpAddr) -> &'static str {
     if ip.is_ipv4() { "v4" } else { "v6" }
 }
 
@@ -234,7 +237,7 @@ mod tests {
             script.starts_with("create table inet podnet-cni"),
             "create fails if it exists"
         );
-        assert_eq!(script.matches("add rule").count(), 16);
+        assert_eq!(script.matches("add rule").count(), 15);
         assert!(script.contains("hook postrouting priority srcnat"));
     }
 
@@ -250,22 +253,30 @@ mod tests {
     }
 
     #[test]
-    fn port_forwards_map_host_ports_and_mark_hairpin_sources() {
+    fn port_forwards_map_host_ports_and_masquerade_hairpin_clients() {
         let forward = PortForward {
             protocol: "tcp".into(),
             host_port: 8080,
             host_ip: None,
             container_ip: "10.88.7.2".parse().unwrap(),
             container_port: 80,
-            container_subnet: "10.88.7.0/24".parse().unwrap(),
+            hairpin_subnet: Some("10.88.7.0/24".parse().unwrap()),
         };
         let mut tx = Transaction::new();
         port_forward_elements(&mut tx, Verb::Add, std::slice::from_ref(&forward));
         assert_eq!(
             tx.script(),
             "add element inet podnet-cni portmap-any-v4 { tcp . 8080 : 10.88.7.2 . 80 }\n\
-             add element inet podnet-cni portmap-masq-v4 { 10.88.7.0/24 . tcp . 8080, 127.0.0.1 . tcp . 8080 }\n"
+             add element inet podnet-cni portmap-masq-v4 { 10.88.7.0/24 . 10.88.7.2 . 80, 127.0.0.1 . 10.88.7.2 . 80 }\n"
         );
+        // snat off: forwarded, never masqueraded.
+        let mut tx = Transaction::new();
+        let unmasqueraded = PortForward {
+            hairpin_subnet: None,
+            ..forward.clone()
+        };
+        port_forward_elements(&mut tx, Verb::Add, &[unmasqueraded]);
+        assert!(!tx.script().contains("portmap-masq"), "{}", tx.script());
         let specific = PortForward {
             host_ip: Some("192.0.2.10".parse().unwrap()),
             ..forward

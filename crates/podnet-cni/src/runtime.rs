@@ -128,7 +128,9 @@ impl Runtime {
     }
 
     /// Attaches: runs ADD of every plugin in order and returns the final result (as raw JSON,
-    /// the form DEL needs back, and parsed).
+    /// the form DEL needs back, and parsed). When a plugin fails, the attachment is deleted
+    /// again, as container runtimes do after a failed ADD, so that the plugins before it release
+    /// what they set up.
     pub fn add(
         &self,
         list: &NetworkConfigList,
@@ -137,11 +139,19 @@ impl Runtime {
         let mut prev: Option<Value> = None;
         for index in 0..list.plugins.len() {
             let config = list.plugin_config(index, attachment, prev.as_ref());
-            let stdout = self.exec(Command::Add, &config, attachment)?;
-            prev = Some(serde_json::from_slice(&stdout).map_err(|err| {
-                CniError::new(ErrorCode::Decoding, "a plugin printed an invalid result")
-                    .details(err.to_string())
-            })?);
+            let added = self.exec(Command::Add, &config, attachment).and_then(|stdout| {
+                serde_json::from_slice(&stdout).map_err(|err| {
+                    CniError::new(ErrorCode::Decoding, "a plugin printed an invalid result")
+                        .details(err.to_string())
+                })
+            });
+            match added {
+                Ok(result) => prev = Some(result),
+                Err(err) => {
+                    let _ = self.del(list, attachment, prev.as_ref());
+                    return Err(err);
+                }
+            }
         }
         let raw = prev.expect("a list has plugins");
         let result = CniResult::from_value(&raw)?;

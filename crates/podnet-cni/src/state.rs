@@ -203,25 +203,36 @@ impl Claims {
         Ok(first)
     }
 
-    /// Releases `resource` for `container_id`/`ifname`; true when it was the last holder.
-    pub fn remove(
+    /// Releases `resources` for `container_id`/`ifname`. `forget` first receives those nobody
+    /// else holds, to remove what they stand for from the kernel; only once it succeeds are the
+    /// markers removed, so a failure (or a kill) leaves everything in place for a retry.
+    pub fn release(
         &self,
         _lock: &RecordLock,
-        resource: &str,
+        resources: &[String],
         container_id: &str,
         ifname: &str,
-    ) -> Result<bool, CniError> {
-        let (dir, marker) = self.marker(resource, container_id, ifname);
-        match fs::remove_file(&marker) {
-            Ok(()) => {}
-            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(false),
-            Err(err) => return Err(io_error("remove", &marker, err)),
+        forget: impl FnOnce(&[String]) -> Result<(), CniError>,
+    ) -> Result<(), CniError> {
+        let holder = format!("{container_id}:{ifname}");
+        let mut last = Vec::new();
+        for resource in resources {
+            if self.holders(resource)?.iter().all(|other| *other == holder) {
+                last.push(resource.clone());
+            }
         }
-        let last = self.holders(resource)?.is_empty();
-        if last {
+        forget(&last)?;
+        for resource in resources {
+            let (dir, marker) = self.marker(resource, container_id, ifname);
+            match fs::remove_file(&marker) {
+                Ok(()) => {}
+                Err(err) if err.kind() == ErrorKind::NotFound => {}
+                Err(err) => return Err(io_error("remove", &marker, err)),
+            }
+            // Removing the directory fails, as it should, while others hold the resource.
             let _ = fs::remove_dir(&dir);
         }
-        Ok(last)
+        Ok(())
     }
 
     /// The directory of `resource` and the marker of a holder in it.
@@ -244,34 +255,41 @@ impl Claims {
         }
     }
 
-    /// Releases claims whose holder has no record in any network of `records`' plugin: a
-    /// plugin was killed between claiming and recording. Returns the resources nobody holds
-    /// any more.
-    pub fn release_orphans(&self, lock: &RecordLock, records: &Records) -> Result<Vec<String>, CniError> {
+    /// Every resource somebody holds.
+    pub fn resources(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str().map(unescape))
+            .collect()
+    }
+
+    /// Releases claims whose holder has no record in any network of `records`' plugin (a
+    /// plugin was killed between claiming and recording), calling `forget` as
+    /// [`release`](Self::release) does.
+    pub fn release_orphans(
+        &self,
+        lock: &RecordLock,
+        records: &Records,
+        forget: impl Fn(&[String]) -> Result<(), CniError>,
+    ) -> Result<(), CniError> {
         let recorded: HashSet<String> = records
             .list_all_networks::<serde::de::IgnoredAny>()?
             .into_iter()
             .map(|(id, ifname, _)| format!("{id}:{ifname}"))
             .collect();
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return Ok(Vec::new());
-        };
-        let mut freed = Vec::new();
-        for entry in entries.flatten() {
-            let Some(resource) = entry.file_name().to_str().map(unescape) else {
-                continue;
-            };
+        for resource in self.resources() {
             for holder in self.holders(&resource)? {
                 if recorded.contains(&holder) {
                     continue;
                 }
                 let (id, ifname) = holder.split_once(':').unwrap_or((&holder, ""));
-                if self.remove(lock, &resource, id, ifname)? {
-                    freed.push(resource.clone());
-                }
+                self.release(lock, std::slice::from_ref(&resource), id, ifname, &forget)?;
             }
         }
-        Ok(freed)
+        Ok(())
     }
 }
 

@@ -706,4 +706,22 @@ fn portmap_refuses_a_host_port_another_container_holds() {
         owner.contains(&format!("{} . 80", "10.88.7.2")),
         "a's mapping survives: {owner}"
     );
+    // One address of a port that another container maps on all addresses would silently win
+    // over it: refused too.
+    let c = TestNetns::new("c");
+    let one_address = add_with_ports(
+        &node,
+        "c",
+        &c,
+        json!([{"hostPort": 9090, "containerPort": 80, "hostIP": "10.88.7.1"}]),
+    )
+    .err();
+    assert!(
+        one_address["msg"]
+            .as_str()
+            .unwrap()
+            .contains("9090/tcp is already mapped"),
+        "{one_address}"
+    );
+    assert!(node.nft_set("portmap-addr-v4").is_empty());
 }

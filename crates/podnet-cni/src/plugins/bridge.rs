@@ -147,6 +147,8 @@ struct Undo {
     ipam: bool,
     record: bool,
     masquerade: Vec<IpNet>,
+    /// The masquerade elements' transaction, while it runs.
+    masquerading: Option<firewall::Applying>,
     container_link: Option<u32>,
     created_bridge: Option<u32>,
 }
@@ -191,15 +193,21 @@ impl Plugin for Bridge {
                 .collect(),
             None => Vec::new(),
         };
+        // Masquerading first: while it fails, the record keeps the subnets for a retry.
+        let released = release_masquerade(&conf, &lock, id, ifname, &masquerade);
         if let Some(record) = &record {
             let detached = Record {
-                masquerade: Vec::new(),
+                masquerade: if released.is_ok() {
+                    Vec::new()
+                } else {
+                    masquerade.clone()
+                },
                 detached: true,
                 ..record.clone()
             };
             errors.extend(conf.records.write(&lock, id, ifname, &detached).err());
         }
-        errors.extend(release_masquerade(&conf, &lock, id, ifname, &masquerade).err());
+        errors.extend(released.err());
         drop(lock);
         errors.extend(detach_container_link(call).err());
         if let Some(record) = &record {
@@ -309,8 +317,10 @@ impl Plugin for Bridge {
             if let Some(link) = host.link(&record.host_veth)? {
                 errors.extend(host.delete_link(link.index).err().map(CniError::from));
             }
-            errors.extend(conf.records.remove(&lock, &container_id, &ifname).err());
-            errors.extend(release_masquerade(&conf, &lock, &container_id, &ifname, &record.masquerade).err());
+            match release_masquerade(&conf, &lock, &container_id, &ifname, &record.masquerade) {
+                Ok(()) => errors.extend(conf.records.remove(&lock, &container_id, &ifname).err()),
+                Err(err) => errors.push(err),
+            }
         }
         errors.extend(release_orphan_claims(&conf, &lock).err());
         drop(lock);
@@ -375,13 +385,11 @@ fn attach(
     };
 
     // 3. Masquerading, committed by nft while the links are being set up.
-    let masquerading = if unmasqueraded.is_empty() {
-        None
-    } else {
+    if !unmasqueraded.is_empty() {
         let mut elements = podnet_nft::Transaction::new();
         firewall::masquerade_elements(&mut elements, Verb::Add, &unmasqueraded);
-        Some(firewall::start(elements)?)
-    };
+        undo.masquerading = Some(firewall::start(elements)?);
+    }
 
     // 4. The veth pair, created inside the container with its peer directly on the host. A
     //    random host name may collide with an existing link: pick another one.
@@ -436,7 +444,7 @@ fn attach(
     let has_ipv6 = result.ips.iter().any(|ip| ip.address.addr().is_ipv6());
     if has_ipv6 && !keys.enabledad {
         // Duplicate address detection would hold the address back for a second or more.
-        container_ns.run(|| sysctl::set(&format!("net.ipv6.conf.{ifname}.accept_dad"), "0"))??;
+        container_ns.run(|| sysctl::set(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0"))??;
     }
     for ip in &result.ips {
         container.add_address(container_link.index, ip.address)?;
@@ -449,7 +457,7 @@ fn attach(
         container.add_route(&container_route(route, &result.ips, container_link.index))?;
     }
 
-    if let Some(masquerading) = masquerading {
+    if let Some(masquerading) = undo.masquerading.take() {
         masquerading.wait()?;
     }
 
@@ -522,9 +530,13 @@ fn rollback(
     }
     if undo.record || !undo.masquerade.is_empty() {
         let (id, ifname) = (&call.env.container_id, &call.env.ifname);
+        if let Some(masquerading) = undo.masquerading {
+            // Its outcome does not matter, only that it is over before the release below.
+            let _ = masquerading.wait();
+        }
         let released = conf.records.lock().and_then(|lock| {
-            conf.records.remove(&lock, id, ifname)?;
-            release_masquerade(conf, &lock, id, ifname, &undo.masquerade)
+            release_masquerade(conf, &lock, id, ifname, &undo.masquerade)?;
+            conf.records.remove(&lock, id, ifname)
         });
         if let Err(e) = released {
             failures.push(format!("remove record: {e}"));
@@ -564,14 +576,17 @@ fn ensure_bridge(conf: &Conf, host: &mut Netlink, undo: &mut Undo) -> Result<pod
             .details("choose another \"bridge\" name"));
         }
         None => {
-            match host.add_bridge(name, random_mac(), keys.mtu) {
-                // Created concurrently by another ADD: use it.
-                Err(err) if err.is_exists() => {}
+            let created = match host.add_bridge(name, random_mac(), keys.mtu) {
+                // Created concurrently by somebody else (another ADD, the node agent): use it,
+                // and leave it to its creator.
+                Err(err) if err.is_exists() => false,
                 Err(err) => return Err(err.into()),
-                Ok(()) => {}
-            }
+                Ok(()) => true,
+            };
             let link = host.require_link(name)?;
-            undo.created_bridge = Some(link.index);
+            if created {
+                undo.created_bridge = Some(link.index);
+            }
             link
         }
     };
@@ -589,7 +604,13 @@ fn assign_gateways(conf: &Conf, host: &mut Netlink, bridge: u32, ips: &[IpConfig
     let existing = host.addresses(Some(bridge))?;
     for ip in ips {
         let Some(gateway) = ip.gateway else { continue };
-        let wanted = IpNet::new(gateway, ip.address.prefix_len()).expect("prefix of a valid address");
+        if gateway.is_ipv4() != ip.address.addr().is_ipv4() {
+            return Err(CniError::invalid_config(format!(
+                "IPAM gave gateway {gateway} for address {}, of another IP family",
+                ip.address
+            )));
+        }
+        let wanted = IpNet::new(gateway, ip.address.prefix_len()).expect("same family as a valid address");
         if existing.iter().any(|address| address.address == wanted) {
             continue;
         }
@@ -774,8 +795,8 @@ fn claim_masquerade(
     Ok(first)
 }
 
-/// Releases the attachment's claims on `subnets` and stops masquerading those it was the last
-/// to hold (the only DEL that pays for an nftables deletion).
+/// Releases the attachment's claims on `subnets`, first ending the masquerading of those it was
+/// the last to hold (the only DEL that pays for an nftables deletion).
 fn release_masquerade(
     conf: &Conf,
     lock: &RecordLock,
@@ -783,35 +804,31 @@ fn release_masquerade(
     ifname: &str,
     subnets: &[IpNet],
 ) -> Result<(), CniError> {
-    let mut unused = Vec::new();
-    for subnet in subnets {
-        if conf.claims.remove(lock, &subnet.to_string(), id, ifname)? {
-            unused.push(*subnet);
-        }
-    }
-    delete_masquerade(&unused)
+    let resources: Vec<String> = subnets.iter().map(ToString::to_string).collect();
+    conf.claims
+        .release(lock, &resources, id, ifname, forget_masquerade)
 }
 
 /// Releases claims whose holder has no record left in any network, and the masquerading
 /// nobody needs then.
 fn release_orphan_claims(conf: &Conf, lock: &RecordLock) -> Result<(), CniError> {
-    let freed: Vec<IpNet> = conf
-        .claims
-        .release_orphans(lock, &conf.records)?
+    conf.claims
+        .release_orphans(lock, &conf.records, forget_masquerade)
+}
+
+/// Stops masquerading the subnets claims name.
+fn forget_masquerade(resources: &[String]) -> Result<(), CniError> {
+    let subnets: Vec<IpNet> = resources
         .iter()
         .filter_map(|subnet| subnet.parse().ok())
         .collect();
-    delete_masquerade(&freed)
-}
-
-fn delete_masquerade(subnets: &[IpNet]) -> Result<(), CniError> {
     if subnets.is_empty()
         || !podnet_nft::table_exists(podnet_nft::Family::Inet, firewall::TABLE).unwrap_or(true)
     {
         return Ok(());
     }
     let mut tx = podnet_nft::Transaction::new();
-    firewall::masquerade_elements(&mut tx, Verb::Delete, subnets);
+    firewall::masquerade_elements(&mut tx, Verb::Delete, &subnets);
     Ok(tx.apply()?)
 }
 

@@ -21,8 +21,6 @@ pub struct Portmap;
 
 /// Name of this plugin's record directory.
 const RECORDS: &str = "portmap";
-/// The packet mark bit the reference plugin uses by default (`markMasqBit`), and podnet always.
-const MARK_MASQ_BIT: u32 = 13;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -31,8 +29,10 @@ struct Keys {
     runtime_config: RuntimeConfig,
     #[serde(default = "enabled")]
     snat: bool,
-    #[serde(default)]
-    mark_masq_bit: Option<u32>,
+    /// The reference plugin's packet mark for hairpin SNAT. podnet needs no mark (conntrack
+    /// says which connections were DNATed), so any value is accepted and unused.
+    #[serde(default, rename = "markMasqBit")]
+    _mark_masq_bit: Option<u32>,
     #[serde(default)]
     external_set_mark_chain: Option<String>,
     #[serde(default)]
@@ -85,13 +85,33 @@ fn host_port_claim(forward: &PortForward) -> String {
         Some(ip) => format!("{protocol}-{port}-{ip}"),
         None => format!(
             "{protocol}-{port}-any-{}",
-            if forward.container_ip.is_ipv4() {
-                "v4"
-            } else {
-                "v6"
-            }
+            firewall::family_suffix(forward.container_ip)
         ),
     }
+}
+
+/// The claims that stand in `forward`'s way among those `held`: its own, and the other side of
+/// "all addresses" against "one address" of the same port (the more specific DNAT rule would
+/// silently win).
+fn conflicting_claims(forward: &PortForward, held: &[String]) -> Vec<String> {
+    let own = host_port_claim(forward);
+    let any = host_port_claim(&PortForward {
+        host_ip: None,
+        ..forward.clone()
+    });
+    let same_port = format!("{}-{}-", forward.protocol, forward.host_port);
+    let v6 = forward.container_ip.is_ipv6();
+    held.iter()
+        .filter(|claim| {
+            **claim == own
+                || (forward.host_ip.is_some() && **claim == any)
+                || (forward.host_ip.is_none()
+                    && claim
+                        .strip_prefix(&same_port)
+                        .is_some_and(|rest| rest.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv6() == v6)))
+        })
+        .cloned()
+        .collect()
 }
 
 struct Conf {
@@ -105,18 +125,15 @@ impl Conf {
     fn parse(call: &Call) -> Result<Self, CniError> {
         let net = NetConf::<Keys>::parse(&call.config)?;
         let keys = &net.plugin;
-        if keys.mark_masq_bit.is_some_and(|bit| bit != MARK_MASQ_BIT)
-            || keys.external_set_mark_chain.is_some()
+        if keys.external_set_mark_chain.is_some()
             || keys.conditions_v4.is_some()
             || keys.conditions_v6.is_some()
         {
             return Err(CniError::new(
                 ErrorCode::UnsupportedField,
-                "podnet's portmap does not support markMasqBit, externalSetMarkChain or conditions",
+                "podnet's portmap does not support externalSetMarkChain or conditions",
             )
-            .details(
-                "remove these keys; podnet marks hairpin traffic with bit 13 in its own nftables table",
-            ));
+            .details("remove these keys; podnet's rules live in its own nftables table and use no mark"));
         }
         let PluginState { records, claims } = PluginState::new(keys.state_dir.as_deref(), RECORDS, &net.name);
         Ok(Conf { net, records, claims })
@@ -174,7 +191,7 @@ impl Conf {
                     host_ip,
                     container_ip,
                     container_port: mapping.container_port,
-                    container_subnet: ip.address.trunc(),
+                    hairpin_subnet: self.net.plugin.snat.then(|| ip.address.trunc()),
                 });
             }
         }
@@ -186,40 +203,36 @@ impl Plugin for Portmap {
     fn add(&self, call: &Call) -> Result<CniResult, CniError> {
         let conf = Conf::parse(call)?;
         let prev = conf.prev_result()?.clone();
-        let mut forwards = conf.forwards()?;
+        let forwards = conf.forwards()?;
         if forwards.is_empty() {
             return Ok(prev);
         }
-        if !conf.net.plugin.snat {
-            // Without SNAT, hairpin and localhost clients are not masqueraded.
-            for forward in &mut forwards {
-                forward.container_subnet = ipnet::IpNet::new(
-                    forward.container_ip,
-                    if forward.container_ip.is_ipv4() { 32 } else { 128 },
-                )
-                .expect("host prefix");
-            }
-        }
+        let (id, ifname) = (&call.env.container_id, &call.env.ifname);
+        let claims: Vec<String> = forwards.iter().map(host_port_claim).collect();
         {
             let lock = conf.records.lock()?;
-            let (id, ifname) = (&call.env.container_id, &call.env.ifname);
             let own = format!("{id}:{ifname}");
-            for (index, forward) in forwards.iter().enumerate() {
-                let claim = host_port_claim(forward);
-                let holders = conf.claims.holders(&claim)?;
-                if let Some(holder) = holders.iter().find(|holder| **holder != own) {
-                    for taken in &forwards[..index] {
-                        conf.claims.remove(&lock, &host_port_claim(taken), id, ifname)?;
+            let held = conf.claims.resources();
+            for forward in &forwards {
+                for claim in conflicting_claims(forward, &held) {
+                    if let Some(holder) = conf
+                        .claims
+                        .holders(&claim)?
+                        .into_iter()
+                        .find(|holder| *holder != own)
+                    {
+                        return Err(CniError::generic(format!(
+                            "host port {}/{} is already mapped by another container",
+                            forward.host_port, forward.protocol
+                        ))
+                        .details(format!(
+                            "{holder} holds it ({claim}); choose another hostPort or remove that container first"
+                        )));
                     }
-                    return Err(CniError::generic(format!(
-                        "host port {}/{} is already mapped by another container",
-                        forward.host_port, forward.protocol
-                    ))
-                    .details(format!(
-                        "{holder} holds it; choose another hostPort or remove that container first"
-                    )));
                 }
-                conf.claims.add(&lock, &claim, id, ifname)?;
+            }
+            for claim in &claims {
+                conf.claims.add(&lock, claim, id, ifname)?;
             }
             conf.records.write(
                 &lock,
@@ -230,28 +243,26 @@ impl Plugin for Portmap {
                 },
             )?;
         }
+        // Localhost clients reach the container only if the kernel may route 127/8 out of the
+        // bridge; the reference plugin enables the same setting.
+        let localnet = match prev
+            .interfaces
+            .iter()
+            .find(|interface| interface.sandbox.is_none())
+        {
+            Some(bridge) if conf.net.plugin.snat => {
+                sysctl::set(&format!("net/ipv4/conf/{}/route_localnet", bridge.name), "1")
+                    .map_err(CniError::from)
+            }
+            _ => Ok(()),
+        };
         let mut elements = podnet_nft::Transaction::new();
         firewall::port_forward_elements(&mut elements, Verb::Add, &forwards);
-        let applied = firewall::start(elements).and_then(|applying| {
-            // Localhost clients reach the container only if the kernel may route 127/8 out of
-            // the bridge; the reference plugin enables the same setting.
-            if conf.net.plugin.snat
-                && let Some(bridge) = prev
-                    .interfaces
-                    .iter()
-                    .find(|interface| interface.sandbox.is_none())
-            {
-                sysctl::set(&format!("net.ipv4.conf.{}.route_localnet", bridge.name), "1")?;
-            }
-            applying.wait()
-        });
+        // One transaction: when it fails, nothing of it reached the kernel.
+        let applied = localnet.and_then(|()| firewall::start(elements)?.wait());
         if let Err(err) = applied {
-            // The transaction failed as a whole: only the claims and the record remain.
-            let (id, ifname) = (&call.env.container_id, &call.env.ifname);
             let _ = conf.records.lock().and_then(|lock| {
-                for forward in &forwards {
-                    conf.claims.remove(&lock, &host_port_claim(forward), id, ifname)?;
-                }
+                conf.claims.release(&lock, &claims, id, ifname, |_| Ok(()))?;
                 conf.records.remove(&lock, id, ifname)
             });
             return Err(err);
@@ -282,11 +293,7 @@ impl Plugin for Portmap {
         for forward in &installed {
             let mut probe = podnet_nft::Transaction::new();
             // `get element` fails unless the element exists.
-            let v = if forward.container_ip.is_ipv4() {
-                "v4"
-            } else {
-                "v6"
-            };
+            let v = firewall::family_suffix(forward.container_ip);
             match forward.host_ip {
                 Some(host_ip) => probe.push_fmt(format_args!(
                     "get element inet {} portmap-addr-{v} {{ {host_ip} . {} . {} }}",
@@ -333,32 +340,80 @@ impl Plugin for Portmap {
             }
         }
         // A claim without a record never reached the kernel: just drop it.
-        errors.extend(conf.claims.release_orphans(&lock, &conf.records).err());
+        errors.extend(
+            conf.claims
+                .release_orphans(&lock, &conf.records, |_| Ok(()))
+                .err(),
+        );
         errors.into_iter().next().map_or(Ok(()), Err)
     }
 }
 
-/// Removes an attachment's forwards, claims and record. Only forwards whose host port the
-/// attachment still held are deleted from the kernel.
+/// Removes an attachment's forwards, claims and record: the kernel's elements first, so that a
+/// failure leaves the claims and the record for a retry.
 fn release(conf: &Conf, lock: &RecordLock, container_id: &str, ifname: &str) -> Result<(), CniError> {
     let Some(record) = conf.records.read::<Record>(container_id, ifname)? else {
         return Ok(());
     };
-    let mut held = Vec::new();
-    for forward in record.forwards {
-        if conf
-            .claims
-            .remove(lock, &host_port_claim(&forward), container_id, ifname)?
-        {
-            held.push(forward);
+    let claims: Vec<String> = record.forwards.iter().map(host_port_claim).collect();
+    conf.claims
+        .release(lock, &claims, container_id, ifname, |unheld| {
+            let forwards: Vec<PortForward> = record
+                .forwards
+                .iter()
+                .filter(|forward| unheld.contains(&host_port_claim(forward)))
+                .cloned()
+                .collect();
+            if forwards.is_empty()
+                || !podnet_nft::table_exists(podnet_nft::Family::Inet, firewall::TABLE).unwrap_or(true)
+            {
+                return Ok(());
+            }
+            let mut tx = podnet_nft::Transaction::new();
+            firewall::port_forward_elements(&mut tx, Verb::Delete, &forwards);
+            tx.apply().map_err(CniError::from)
+        })?;
+    conf.records.remove(lock, container_id, ifname)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forward(host_ip: Option<&str>, container_ip: &str) -> PortForward {
+        PortForward {
+            protocol: "tcp".into(),
+            host_port: 8080,
+            host_ip: host_ip.map(|ip| ip.parse().unwrap()),
+            container_ip: container_ip.parse().unwrap(),
+            container_port: 80,
+            hairpin_subnet: None,
         }
     }
-    conf.records.remove(lock, container_id, ifname)?;
-    if held.is_empty() || !podnet_nft::table_exists(podnet_nft::Family::Inet, firewall::TABLE).unwrap_or(true)
-    {
-        return Ok(());
+
+    #[test]
+    fn all_addresses_and_one_address_of_a_port_stand_in_each_other_s_way() {
+        let held: Vec<String> = [
+            "tcp-8080-192.0.2.1",
+            "tcp-8080-fd00::1",
+            "udp-8080-any-v4",
+            "tcp-80801-any-v4",
+        ]
+        .map(String::from)
+        .to_vec();
+        // All IPv4 addresses: blocked by one IPv4 address of the port, not by IPv6 or UDP.
+        assert_eq!(
+            conflicting_claims(&forward(None, "10.88.0.2"), &held),
+            ["tcp-8080-192.0.2.1"]
+        );
+        // One address: blocked by itself and by all addresses.
+        let held = ["tcp-8080-any-v4", "tcp-8080-192.0.2.2"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            conflicting_claims(&forward(Some("192.0.2.1"), "10.88.0.2"), &held),
+            ["tcp-8080-any-v4"]
+        );
+        assert!(conflicting_claims(&forward(Some("fd00::1"), "fd00:88::2"), &held).is_empty());
     }
-    let mut tx = podnet_nft::Transaction::new();
-    firewall::port_forward_elements(&mut tx, Verb::Delete, &held);
-    tx.apply().map_err(CniError::from)
 }

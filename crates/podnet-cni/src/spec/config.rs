@@ -20,8 +20,6 @@ pub struct NetConf<P> {
     pub cni_version: Version,
     /// The network name, unique on the host.
     pub name: String,
-    /// The plugin type (the executable's name).
-    pub plugin_type: String,
     /// The IPAM section, handed to the IPAM plugin named by its `type`.
     pub ipam: Option<IpamConf>,
     /// DNS settings to report in the result.
@@ -44,8 +42,6 @@ pub struct IpamConf {
 #[serde(rename_all = "camelCase")]
 struct CommonKeys {
     name: Option<String>,
-    #[serde(rename = "type")]
-    plugin_type: Option<String>,
     ipam: Option<IpamConf>,
     dns: Option<Dns>,
     prev_result: Option<Value>,
@@ -119,7 +115,6 @@ impl<P: DeserializeOwned> NetConf<P> {
         Ok(NetConf {
             cni_version,
             name,
-            plugin_type: common.plugin_type.unwrap_or_default(),
             ipam: common.ipam,
             dns: common.dns,
             prev_result,
@@ -131,12 +126,7 @@ impl<P: DeserializeOwned> NetConf<P> {
 /// A network name names directories on disk: letters, digits, `_`, `.` and `-`, starting with a
 /// letter or digit (the spec's rule).
 fn validate_network_name(name: &str) -> Result<(), CniError> {
-    let valid_start = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    if valid_start
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-    {
+    if super::is_identifier(name) {
         return Ok(());
     }
     Err(

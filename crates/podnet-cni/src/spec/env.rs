@@ -169,8 +169,7 @@ fn parse_args(text: &str) -> Result<Vec<(String, String)>, CniError> {
 
 /// A container ID must be non-empty and made of alphanumerics, `_`, `.` and `-` (it names files).
 fn validate_container_id(id: &str) -> Result<(), CniError> {
-    let valid_start = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    if valid_start && id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+    if super::is_identifier(id) {
         return Ok(());
     }
     Err(CniError::invalid_env("invalid characters in containerID").details(format!(

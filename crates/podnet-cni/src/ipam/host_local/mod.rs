@@ -29,8 +29,9 @@ impl Plugin for HostLocal {
         let (id, ifname) = (&call.env.container_id, &call.env.ifname);
         let mut requested = requested_ips(call)?;
         let store = Store::lock(&config.data_dir, &name)?;
-        // A runtime may ADD an attachment twice by mistake; the index knows every attachment
-        // podnet serves, without reading all address files.
+        // A runtime may ADD an attachment twice by mistake; podnet's index finds the addresses
+        // it gave the attachment without reading every address file (those the reference
+        // plugin gave, or an ADD killed before indexing, are not in it).
         let held = store.indexed(id, ifname)?.unwrap_or_default();
         let mut ips = Vec::new();
         let mut allocated = Vec::new();

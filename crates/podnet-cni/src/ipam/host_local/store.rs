@@ -92,7 +92,8 @@ impl Store {
         Ok(store)
     }
 
-    /// Opens the directory of `network` for reading only when it exists, locked.
+    /// Opens the directory of `network`, locked, only when it exists (DEL and GC, which never
+    /// create it).
     pub fn lock_existing(data_dir: &Path, network: &str) -> Result<Option<Self>, CniError> {
         if !data_dir.join(network).is_dir() {
             return Ok(None);
@@ -219,8 +220,9 @@ impl Store {
         }
         // Only a hint for where to search next: a torn write just restarts the search at the
         // range's start, so it is written in place, as the reference plugin does.
+        // Failing to write it is no reason to fail the reservation (which could then leak).
         let last = self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_set}"));
-        fs::write(&last, ip.to_string()).map_err(|err| io_error("write", &last, err))?;
+        let _ = fs::write(&last, ip.to_string());
         Ok(true)
     }
 
