@@ -441,7 +441,7 @@ fn internet_server(paths: &LabPaths, external: topology::External) -> Container 
             "--name".into(),
             "internet".into(),
         ],
-        env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
+        env: vec![("PATH".into(), host_path())],
         ready_port: Some(80),
         restart: RestartPolicy::Always,
     };
@@ -491,6 +491,12 @@ fn builtin_port(builtin: Builtin, args: &[String], container: &ContainerObject) 
     }
 }
 
+/// The host's PATH, which the lab's containers use to find their commands.
+fn host_path() -> String {
+    std::env::var("PATH")
+        .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())
+}
+
 /// A container's environment: the host's PATH, Kubernetes' HOSTNAME, the container's `env`.
 fn container_env(key: &ObjectKey, pod: &Pod, container: &ContainerObject) -> Vec<(String, String)> {
     let hostname = if podnet_model::pod_host_network(pod) {
@@ -499,11 +505,7 @@ fn container_env(key: &ObjectKey, pod: &Pod, container: &ContainerObject) -> Vec
         key.name.clone()
     };
     let mut env = vec![
-        (
-            "PATH".to_owned(),
-            std::env::var("PATH")
-                .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
-        ),
+        ("PATH".to_owned(), host_path()),
         ("HOSTNAME".to_owned(), hostname),
     ];
     for variable in container.env.iter().flatten() {

@@ -204,19 +204,7 @@ pub fn parse(text: &str) -> Result<LabFile, SpecError> {
     let documents: Vec<Value> =
         serde_saphyr::from_multiple(text).map_err(|err| file_error(format!("not valid YAML: {err}")))?;
     let mut spec = None;
-    let mut file = LabFile {
-        spec: LabSpec {
-            name: String::new(),
-            nodes: Vec::new(),
-            pod_cidr: "10.244.0.0/16".parse().expect("valid"),
-            node_cidr_mask_size: 24,
-            cni: None,
-            backend: podnet_agent::Backend::DEFAULT_VXLAN,
-        },
-        namespaces: Vec::new(),
-        pods: Vec::new(),
-        deployments: Vec::new(),
-    };
+    let (mut namespaces, mut pods, mut deployments) = (Vec::new(), Vec::new(), Vec::new());
     for (index, document) in documents.into_iter().enumerate() {
         let number = index + 1;
         if document.is_null() {
@@ -279,8 +267,7 @@ pub fn parse(text: &str) -> Result<LabFile, SpecError> {
             }
             "Namespace" => {
                 check_name(&name, 63).map_err(|message| error(object(false), message))?;
-                file.namespaces
-                    .push(serde_json::from_value(document).map_err(|err| decode_error(false, err))?);
+                namespaces.push(serde_json::from_value(document).map_err(|err| decode_error(false, err))?);
             }
             "Pod" => {
                 check_name(&namespace, 63)
@@ -288,7 +275,7 @@ pub fn parse(text: &str) -> Result<LabFile, SpecError> {
                 check_name(&name, 253).map_err(|message| error(object(true), message))?;
                 let pod: Pod = serde_json::from_value(document).map_err(|err| decode_error(true, err))?;
                 check_pod_spec(pod.spec.as_ref()).map_err(|message| error(object(true), message))?;
-                file.pods.push(pod);
+                pods.push(pod);
             }
             "Deployment" => {
                 check_name(&namespace, 63)
@@ -297,16 +284,21 @@ pub fn parse(text: &str) -> Result<LabFile, SpecError> {
                 let deployment: Deployment =
                     serde_json::from_value(document).map_err(|err| decode_error(true, err))?;
                 check_deployment(&deployment).map_err(|message| error(object(true), message))?;
-                file.deployments.push(deployment);
+                deployments.push(deployment);
             }
             _ => unreachable!("kinds are checked above"),
         }
     }
-    file.spec = spec.ok_or_else(|| {
-        file_error(format!(
-            "no Lab document: start the file with\n  apiVersion: {API_VERSION}\n  kind: Lab\n  metadata: {{name: demo}}"
-        ))
-    })?;
+    let file = LabFile {
+        spec: spec.ok_or_else(|| {
+            file_error(format!(
+                "no Lab document: start the file with\n  apiVersion: {API_VERSION}\n  kind: Lab\n  metadata: {{name: demo}}"
+            ))
+        })?,
+        namespaces,
+        pods,
+        deployments,
+    };
     check_unique(&file)?;
     Ok(file)
 }
