@@ -294,15 +294,27 @@ impl Applier {
             .iter()
             .filter(|want| !current.iter().any(|route| same_route(want, route)))
         {
-            self.netlink.replace_route(route)?;
-            changes.lines.push(format!(
-                "route {} via {}",
-                route.destination,
-                route
-                    .gateway
-                    .map(|gateway| gateway.to_string())
-                    .unwrap_or_default()
-            ));
+            let via = route
+                .gateway
+                .map(|gateway| gateway.to_string())
+                .unwrap_or_default();
+            // Our own route to that destination is replaced; anybody else's is left alone.
+            let ours = current.iter().any(|owned| owned.destination == route.destination);
+            let installed = if ours {
+                self.netlink.replace_route(route)
+            } else {
+                self.netlink.add_route(route)
+            };
+            match installed {
+                Ok(()) => changes
+                    .lines
+                    .push(format!("route {} via {via}", route.destination)),
+                Err(err) if err.is_exists() => changes.lines.push(format!(
+                    "route {} via {via} not installed: a route to it that is not podnet's exists",
+                    route.destination
+                )),
+                Err(err) => return Err(err.into()),
+            }
         }
         Ok(())
     }

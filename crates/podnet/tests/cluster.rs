@@ -89,6 +89,24 @@ fn the_agent_follows_nodes_from_the_kubernetes_api() {
     // A node joins, another leaves: the watch carries both within seconds.
     cluster_event(&netns, "ADDED", node("n3", "192.168.50.13", "10.50.2.0/24"));
     assert!(has_route("10.50.2.0/24", true), "{}", routes());
+    // A route to a new peer's subnet that somebody else installed is left alone.
+    netns.exec_ok(
+        "ip",
+        &["route", "add", "10.50.9.0/24", "dev", "eth0", "proto", "static"],
+    );
+    cluster_event(&netns, "ADDED", node("n4", "192.168.50.14", "10.50.9.0/24"));
+    let fdb_has_n4 = eventually(10, || {
+        netns
+            .exec_ok("bridge", &["fdb", "show", "dev", "podnet.1"])
+            .contains("dst 192.168.50.14")
+            .then_some(())
+    });
+    assert!(fdb_has_n4.is_some());
+    assert!(
+        routes().contains("10.50.9.0/24 dev eth0 proto static"),
+        "{}",
+        routes()
+    );
     cluster_event(&netns, "DELETED", node("n2", "192.168.50.12", "10.50.1.0/24"));
     assert!(has_route("10.50.1.0/24", false), "{}", routes());
     let fdb = netns.exec_ok("bridge", &["fdb", "show", "dev", "podnet.1"]);
