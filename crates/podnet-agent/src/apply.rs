@@ -60,6 +60,8 @@ pub struct Applier {
 pub struct Changes {
     /// One line per change.
     pub lines: Vec<String>,
+    /// What the plan asked for but the node's other state prevents, one line each.
+    pub conflicts: Vec<String>,
 }
 
 impl Applier {
@@ -275,14 +277,14 @@ impl Applier {
         Ok(())
     }
 
-    /// Makes the routes tagged with podnet's protocol exactly `wanted`.
+    /// Makes the routes tagged with podnet's protocol exactly `wanted`. A wanted destination
+    /// that somebody else routes already (whatever the metric) is left to them and reported.
     fn routes(&mut self, wanted: Vec<Route>, changes: &mut Changes) -> Result<(), ApplyError> {
-        let current: Vec<Route> = self
+        let (current, foreign): (Vec<Route>, Vec<Route>) = self
             .netlink
             .routes()?
             .into_iter()
-            .filter(|route| route.protocol == RouteProtocol::Other(ROUTE_PROTOCOL))
-            .collect();
+            .partition(|route| route.protocol == RouteProtocol::Other(ROUTE_PROTOCOL));
         for route in current
             .iter()
             .filter(|route| !wanted.iter().any(|want| same_route(want, route)))
@@ -298,23 +300,17 @@ impl Applier {
                 .gateway
                 .map(|gateway| gateway.to_string())
                 .unwrap_or_default();
-            // Our own route to that destination is replaced; anybody else's is left alone.
-            let ours = current.iter().any(|owned| owned.destination == route.destination);
-            let installed = if ours {
-                self.netlink.replace_route(route)
-            } else {
-                self.netlink.add_route(route)
-            };
-            match installed {
-                Ok(()) => changes
-                    .lines
-                    .push(format!("route {} via {via}", route.destination)),
-                Err(err) if err.is_exists() => changes.lines.push(format!(
-                    "route {} via {via} not installed: a route to it that is not podnet's exists",
+            if foreign.iter().any(|other| other.destination == route.destination) {
+                changes.conflicts.push(format!(
+                    "route {} via {via} not installed: the node routes it already, and not through podnet",
                     route.destination
-                )),
-                Err(err) => return Err(err.into()),
+                ));
+                continue;
             }
+            self.netlink.replace_route(route)?;
+            changes
+                .lines
+                .push(format!("route {} via {via}", route.destination));
         }
         Ok(())
     }

@@ -38,7 +38,7 @@ pub async fn run(config: AgentConfig, source: &dyn ClusterSource) -> Result<(), 
     let mut states = source.subscribe();
     let mut applier = Some(Applier::new().map_err(|err| err.to_string())?);
     let mut last_error = None;
-    let mut last_skipped = Vec::new();
+    let mut last_warnings = Vec::new();
     loop {
         let state: Arc<ClusterState> = states.borrow_and_update().clone();
         let config_now = config.clone();
@@ -51,19 +51,16 @@ pub async fn run(config: AgentConfig, source: &dyn ClusterSource) -> Result<(), 
         .map_err(|err| err.to_string())?;
         applier = Some(returned);
         match outcome {
-            Ok(Reconciled {
-                changes,
-                skipped_peers,
-            }) => {
+            Ok(Reconciled { changes, warnings }) => {
                 for line in changes {
                     tracing::info!("{line}");
                 }
-                // Peers left out are said once, until the set changes.
-                if skipped_peers != last_skipped {
-                    for line in &skipped_peers {
+                // Warnings are said once, until they change.
+                if warnings != last_warnings {
+                    for line in &warnings {
                         tracing::warn!("{line}");
                     }
-                    last_skipped = skipped_peers;
+                    last_warnings = warnings;
                 }
                 last_error = None;
             }
@@ -84,10 +81,11 @@ pub async fn run(config: AgentConfig, source: &dyn ClusterSource) -> Result<(), 
     }
 }
 
-/// What one round found: the changes made and the peers the plan had to leave out.
+/// What one round found: the changes made, and what could not be done (peers the plan left
+/// out, routes somebody else holds).
 struct Reconciled {
     changes: Vec<String>,
-    skipped_peers: Vec<String>,
+    warnings: Vec<String>,
 }
 
 fn reconcile(
@@ -101,8 +99,10 @@ fn reconcile(
     let changes = applier
         .apply(&plan, config.cni.as_ref())
         .map_err(|err| err.to_string())?;
+    let mut warnings = plan.skipped_peers;
+    warnings.extend(changes.conflicts);
     Ok(Reconciled {
         changes: changes.lines,
-        skipped_peers: plan.skipped_peers,
+        warnings,
     })
 }

@@ -11,10 +11,11 @@
 //!   first attachment (in any network) and removed with its last, because deleting anything from
 //!   nftables costs an RCU grace period (10-20 ms) and the common DEL should not pay it.
 //! - Host ports: traffic to a local address and a mapped port is DNATed to the container
-//!   (`portmap-addr-*` for a specific hostIP, `portmap-any-*` for all). A DNATed connection from
-//!   the container's own subnet or from localhost is masqueraded so that the reply comes back
-//!   through the node (hairpin), as the reference portmap does with `snat` on; conntrack says
-//!   which connections were DNATed, so no packet mark is needed.
+//!   (`portmap-addr-*` for a specific hostIP, `portmap-any-*` for all). Traffic to a mapped port
+//!   from the container's subnet or from localhost is marked on its way in and masqueraded on its
+//!   way out, so that the reply comes back through the node (hairpin), as the reference portmap
+//!   does with `snat` on. The mark is set only here, before DNAT, so connections DNATed by
+//!   anybody else are never masqueraded by this table.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -27,6 +28,10 @@ use crate::spec::CniError;
 
 /// The table's name.
 pub const TABLE: &str = "podnet-cni";
+
+/// Packet mark bit asking the postrouting chain to masquerade a host-port connection (the
+/// reference plugin's default `markMasqBit`, 13).
+pub const MASQUERADE_MARK: u32 = 0x2000;
 
 /// A host port forwarded to a container port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,14 +73,18 @@ pub fn definition() -> Transaction {
             "add map inet {t} portmap-addr-{v} {{ type {addr} . inet_proto . inet_service : {addr} . inet_service; }}"
         ));
         tx.push_fmt(format_args!(
-            "add set inet {t} portmap-masq-{v} {{ type {addr} . {addr} . inet_service; flags interval; }}"
+            "add set inet {t} portmap-masq-{v} {{ type {addr} . inet_proto . inet_service; flags interval; }}"
         ));
     }
+    let mark = format!("0x{MASQUERADE_MARK:x}");
     tx.push_fmt(format_args!("add chain inet {t} portmap"));
     tx.push_fmt(format_args!(
         "add rule inet {t} portmap meta l4proto != {{ tcp, udp, sctp }} return"
     ));
     for (v, ip, nfproto) in [("v4", "ip", "ipv4"), ("v6", "ip6", "ipv6")] {
+        tx.push_fmt(format_args!(
+            "add rule inet {t} portmap {ip} saddr . meta l4proto . th dport @portmap-masq-{v} meta mark set meta mark | {mark}"
+        ));
         tx.push_fmt(format_args!(
             "add rule inet {t} portmap meta nfproto {nfproto} dnat {ip} to {ip} daddr . meta l4proto . th dport map @portmap-addr-{v}"
         ));
@@ -99,12 +108,9 @@ pub fn definition() -> Transaction {
     tx.push_fmt(format_args!(
         "add chain inet {t} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}"
     ));
-    for (v, ip) in [("v4", "ip"), ("v6", "ip6")] {
-        // After DNAT, daddr and dport are the container's.
-        tx.push_fmt(format_args!(
-            "add rule inet {t} postrouting ct status dnat {ip} saddr . {ip} daddr . th dport @portmap-masq-{v} masquerade"
-        ));
-    }
+    tx.push_fmt(format_args!(
+        "add rule inet {t} postrouting meta mark & {mark} == {mark} masquerade"
+    ));
     for (v, ip, multicast) in [("v4", "ip", "224.0.0.0/4"), ("v6", "ip6", "ff00::/8")] {
         tx.push_fmt(format_args!(
             "add rule inet {t} postrouting {ip} saddr . {ip} daddr @masq-exempt-{v} return"
@@ -132,7 +138,7 @@ pub fn masquerade_elements(tx: &mut Transaction, verb: Verb, subnets: &[IpNet]) 
     }
 }
 
-/// Element commands for host-port `forwards`: `verb` is `add` or `delete`.
+/// DNAT element commands for host-port `forwards`: `verb` is `add` or `delete`.
 pub fn port_forward_elements(tx: &mut Transaction, verb: Verb, forwards: &[PortForward]) {
     for forward in forwards {
         let v = family_suffix(forward.container_ip);
@@ -145,15 +151,25 @@ pub fn port_forward_elements(tx: &mut Transaction, verb: Verb, forwards: &[PortF
             None => format!("element inet {TABLE} portmap-any-{v} {{ {proto} . {port} : {target} }}"),
         };
         verb.push(tx, &element);
+    }
+}
+
+/// Hairpin element commands for `forwards` with a hairpin subnet: clients in that subnet (and
+/// localhost) connecting to the host port are masqueraded. Forwards of one subnet and host port
+/// share these elements (they differ by host address), so callers count their holders.
+pub fn hairpin_elements(tx: &mut Transaction, verb: Verb, forwards: &[PortForward]) {
+    for forward in forwards {
         let Some(subnet) = forward.hairpin_subnet else {
             continue;
         };
+        let v = family_suffix(forward.container_ip);
+        let (proto, port) = (&forward.protocol, forward.host_port);
         let mut masq = format!(
-            "element inet {TABLE} portmap-masq-{v} {{ {} . {target}",
+            "element inet {TABLE} portmap-masq-{v} {{ {} . {proto} . {port}",
             subnet.trunc()
         );
         if forward.container_ip.is_ipv4() {
-            let _ = write!(masq, ", 127.0.0.1 . {target}");
+            let _ = write!(masq, ", 127.0.0.1 . {proto} . {port}");
         }
         masq.push_str(" }");
         verb.push(tx, &masq);
@@ -237,7 +253,7 @@ mod tests {
             script.starts_with("create table inet podnet-cni"),
             "create fails if it exists"
         );
-        assert_eq!(script.matches("add rule").count(), 15);
+        assert_eq!(script.matches("add rule").count(), 16);
         assert!(script.contains("hook postrouting priority srcnat"));
     }
 
@@ -253,7 +269,7 @@ mod tests {
     }
 
     #[test]
-    fn port_forwards_map_host_ports_and_masquerade_hairpin_clients() {
+    fn port_forwards_map_host_ports_and_mark_hairpin_clients() {
         let forward = PortForward {
             protocol: "tcp".into(),
             host_port: 8080,
@@ -264,10 +280,11 @@ mod tests {
         };
         let mut tx = Transaction::new();
         port_forward_elements(&mut tx, Verb::Add, std::slice::from_ref(&forward));
+        hairpin_elements(&mut tx, Verb::Add, std::slice::from_ref(&forward));
         assert_eq!(
             tx.script(),
             "add element inet podnet-cni portmap-any-v4 { tcp . 8080 : 10.88.7.2 . 80 }\n\
-             add element inet podnet-cni portmap-masq-v4 { 10.88.7.0/24 . 10.88.7.2 . 80, 127.0.0.1 . 10.88.7.2 . 80 }\n"
+             add element inet podnet-cni portmap-masq-v4 { 10.88.7.0/24 . tcp . 8080, 127.0.0.1 . tcp . 8080 }\n"
         );
         // snat off: forwarded, never masqueraded.
         let mut tx = Transaction::new();
@@ -275,8 +292,8 @@ mod tests {
             hairpin_subnet: None,
             ..forward.clone()
         };
-        port_forward_elements(&mut tx, Verb::Add, &[unmasqueraded]);
-        assert!(!tx.script().contains("portmap-masq"), "{}", tx.script());
+        hairpin_elements(&mut tx, Verb::Add, &[unmasqueraded]);
+        assert!(tx.script().is_empty(), "{}", tx.script());
         let specific = PortForward {
             host_ip: Some("192.0.2.10".parse().unwrap()),
             ..forward

@@ -203,9 +203,9 @@ impl Claims {
         Ok(first)
     }
 
-    /// Releases `resources` for `container_id`/`ifname`. `forget` first receives those nobody
-    /// else holds, to remove what they stand for from the kernel; only once it succeeds are the
-    /// markers removed, so a failure (or a kill) leaves everything in place for a retry.
+    /// Releases `resources` for `container_id`/`ifname`. `forget` first receives those it is the
+    /// last holder of, to remove what they stand for from the kernel; only once it succeeds are
+    /// the markers removed, so a failure (or a kill) leaves everything in place for a retry.
     pub fn release(
         &self,
         _lock: &RecordLock,
@@ -217,7 +217,7 @@ impl Claims {
         let holder = format!("{container_id}:{ifname}");
         let mut last = Vec::new();
         for resource in resources {
-            if self.holders(resource)?.iter().all(|other| *other == holder) {
+            if self.holders(resource)? == [holder.as_str()] {
                 last.push(resource.clone());
             }
         }

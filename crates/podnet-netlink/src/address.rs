@@ -24,11 +24,11 @@ pub struct Address {
 impl Netlink {
     /// All addresses of the namespace, or only those of link `index`.
     pub fn addresses(&mut self, index: Option<u32>) -> Result<Vec<Address>> {
-        let replies = self.query(
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            true,
-            || "list addresses".into(),
-        )?;
+        let mut request = AddressMessage::default();
+        request.header.index = index.unwrap_or(0);
+        let replies = self.query(RouteNetlinkMessage::GetAddress(request), true, || {
+            "list addresses".into()
+        })?;
         Ok(replies
             .into_iter()
             .filter_map(|reply| match reply {

@@ -41,6 +41,9 @@ impl Netlink {
         // Ask for extended acks so the kernel says which attribute it rejected; older kernels
         // without the option still work.
         let _ = socket.set_ext_ack(true);
+        // Let dumps be filtered by the kernel (an address dump of one link, say) instead of
+        // sending every entry; without it the kernel ignores the filter and callers filter.
+        let _ = socket.set_netlink_get_strict_chk(true);
         Ok(Netlink { socket, sequence: 0 })
     }
 

@@ -725,3 +725,34 @@ fn portmap_refuses_a_host_port_another_container_holds() {
     );
     assert!(node.nft_set("portmap-addr-v4").is_empty());
 }
+
+#[test]
+fn portmap_hairpin_elements_stay_while_any_mapping_of_the_port_needs_them() {
+    let node = Node::new();
+    node.netns
+        .exec_ok("ip", &["addr", "add", "192.0.2.1/32", "dev", "lo"]);
+    let (a, b) = (TestNetns::new("a"), TestNetns::new("b"));
+    for (id, netns, host_ip) in [("a", &a, "10.88.7.1"), ("b", &b, "192.0.2.1")] {
+        add_with_ports(
+            &node,
+            id,
+            netns,
+            json!([{"hostPort": 9191, "containerPort": 80, "hostIP": host_ip}]),
+        )
+        .ok();
+    }
+    let hairpin = "10.88.7.0/24 . tcp . 9191";
+    assert!(node.nft_set("portmap-masq-v4").contains(hairpin));
+    let del = json!({"cniVersion": "1.0.0", "name": "testnet", "type": "portmap", "stateDir": node.dir.join("state")});
+    node.call("portmap", "DEL")
+        .attachment("a", Some(&a), "eth0")
+        .run(&del.to_string())
+        .ok();
+    let left = node.nft_set("portmap-masq-v4");
+    assert!(left.contains(hairpin), "b still needs it: {left}");
+    node.call("portmap", "DEL")
+        .attachment("b", Some(&b), "eth0")
+        .run(&del.to_string())
+        .ok();
+    assert!(node.nft_set("portmap-masq-v4").is_empty());
+}

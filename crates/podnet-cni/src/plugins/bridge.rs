@@ -182,17 +182,10 @@ impl Plugin for Bridge {
         }
         let lock = conf.records.lock()?;
         let record: Option<Record> = conf.records.read(id, ifname)?;
-        let masquerade = match &record {
-            Some(record) => record.masquerade.clone(),
-            // No record: an attachment made before records existed; prevResult names its subnets.
-            None if conf.keys().ip_masq => conf
-                .net
-                .prev_result
-                .iter()
-                .flat_map(|result| result.ips.iter().map(|ip| ip.address.trunc()))
-                .collect(),
-            None => Vec::new(),
-        };
+        let masquerade = record
+            .as_ref()
+            .map(|record| record.masquerade.clone())
+            .unwrap_or_default();
         // Masquerading first: while it fails, the record keeps the subnets for a retry.
         let released = release_masquerade(&conf, &lock, id, ifname, &masquerade);
         if let Some(record) = &record {
@@ -762,9 +755,12 @@ pub fn reap(
     }
     let records = Records::new(state_dir, RECORDS, network);
     let lock = records.lock()?;
+    // A record whose masquerading DEL could not release stays, for the retried DEL or GC.
     if records
         .read::<Record>(container_id, ifname)?
-        .is_some_and(|record| record.detached && record.host_veth == host_veth)
+        .is_some_and(|record| {
+            record.detached && record.host_veth == host_veth && record.masquerade.is_empty()
+        })
     {
         records.remove(&lock, container_id, ifname)?;
     }

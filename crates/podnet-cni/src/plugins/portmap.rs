@@ -29,10 +29,8 @@ struct Keys {
     runtime_config: RuntimeConfig,
     #[serde(default = "enabled")]
     snat: bool,
-    /// The reference plugin's packet mark for hairpin SNAT. podnet needs no mark (conntrack
-    /// says which connections were DNATed), so any value is accepted and unused.
-    #[serde(default, rename = "markMasqBit")]
-    _mark_masq_bit: Option<u32>,
+    #[serde(default)]
+    mark_masq_bit: Option<u32>,
     #[serde(default)]
     external_set_mark_chain: Option<String>,
     #[serde(default)]
@@ -75,6 +73,27 @@ fn default_protocol() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     forwards: Vec<PortForward>,
+}
+
+/// The claim of the hairpin elements of `forward` (`hairpin-tcp-8080-10.88.0.0/24`), which
+/// forwards of one subnet and host port on different host addresses share.
+fn hairpin_claim(forward: &PortForward) -> Option<String> {
+    let subnet = forward.hairpin_subnet?;
+    Some(format!(
+        "hairpin-{}-{}-{}",
+        forward.protocol,
+        forward.host_port,
+        subnet.trunc()
+    ))
+}
+
+/// Every claim an attachment with `forwards` holds: host ports and hairpin elements.
+fn claims_of(forwards: &[PortForward]) -> Vec<String> {
+    let mut claims: Vec<String> = forwards.iter().map(host_port_claim).collect();
+    claims.extend(forwards.iter().filter_map(hairpin_claim));
+    claims.sort();
+    claims.dedup();
+    claims
 }
 
 /// The claim of a host port (`tcp-8080-any-v4`, `udp-53-192.0.2.1`): one attachment at most
@@ -125,15 +144,18 @@ impl Conf {
     fn parse(call: &Call) -> Result<Self, CniError> {
         let net = NetConf::<Keys>::parse(&call.config)?;
         let keys = &net.plugin;
-        if keys.external_set_mark_chain.is_some()
+        if keys
+            .mark_masq_bit
+            .is_some_and(|bit| 1u32.checked_shl(bit) != Some(firewall::MASQUERADE_MARK))
+            || keys.external_set_mark_chain.is_some()
             || keys.conditions_v4.is_some()
             || keys.conditions_v6.is_some()
         {
             return Err(CniError::new(
                 ErrorCode::UnsupportedField,
-                "podnet's portmap does not support externalSetMarkChain or conditions",
+                "podnet's portmap does not support markMasqBit other than 13, externalSetMarkChain or conditions",
             )
-            .details("remove these keys; podnet's rules live in its own nftables table and use no mark"));
+            .details("remove these keys; podnet marks hairpin traffic with bit 13 in its own nftables table"));
         }
         let PluginState { records, claims } = PluginState::new(keys.state_dir.as_deref(), RECORDS, &net.name);
         Ok(Conf { net, records, claims })
@@ -208,9 +230,11 @@ impl Plugin for Portmap {
             return Ok(prev);
         }
         let (id, ifname) = (&call.env.container_id, &call.env.ifname);
-        let claims: Vec<String> = forwards.iter().map(host_port_claim).collect();
+        let claims = claims_of(&forwards);
         {
             let lock = conf.records.lock()?;
+            // An ADD repeated for the same attachment replaces what the first one installed.
+            release(&conf, &lock, id, ifname)?;
             let own = format!("{id}:{ifname}");
             let held = conf.claims.resources();
             for forward in &forwards {
@@ -258,6 +282,7 @@ impl Plugin for Portmap {
         };
         let mut elements = podnet_nft::Transaction::new();
         firewall::port_forward_elements(&mut elements, Verb::Add, &forwards);
+        firewall::hairpin_elements(&mut elements, Verb::Add, &forwards);
         // One transaction: when it fails, nothing of it reached the kernel.
         let applied = localnet.and_then(|()| firewall::start(elements)?.wait());
         if let Err(err) = applied {
@@ -355,22 +380,30 @@ fn release(conf: &Conf, lock: &RecordLock, container_id: &str, ifname: &str) -> 
     let Some(record) = conf.records.read::<Record>(container_id, ifname)? else {
         return Ok(());
     };
-    let claims: Vec<String> = record.forwards.iter().map(host_port_claim).collect();
+    let claims = claims_of(&record.forwards);
     conf.claims
         .release(lock, &claims, container_id, ifname, |unheld| {
-            let forwards: Vec<PortForward> = record
+            let unheld_by = |claim: Option<String>| claim.is_some_and(|claim| unheld.contains(&claim));
+            let forwarded: Vec<PortForward> = record
                 .forwards
                 .iter()
-                .filter(|forward| unheld.contains(&host_port_claim(forward)))
+                .filter(|forward| unheld_by(Some(host_port_claim(forward))))
                 .cloned()
                 .collect();
-            if forwards.is_empty()
+            let hairpins: Vec<PortForward> = record
+                .forwards
+                .iter()
+                .filter(|forward| unheld_by(hairpin_claim(forward)))
+                .cloned()
+                .collect();
+            let mut tx = podnet_nft::Transaction::new();
+            firewall::port_forward_elements(&mut tx, Verb::Delete, &forwarded);
+            firewall::hairpin_elements(&mut tx, Verb::Delete, &hairpins);
+            if tx.script().is_empty()
                 || !podnet_nft::table_exists(podnet_nft::Family::Inet, firewall::TABLE).unwrap_or(true)
             {
                 return Ok(());
             }
-            let mut tx = podnet_nft::Transaction::new();
-            firewall::port_forward_elements(&mut tx, Verb::Delete, &forwards);
             tx.apply().map_err(CniError::from)
         })?;
     conf.records.remove(lock, container_id, ifname)
