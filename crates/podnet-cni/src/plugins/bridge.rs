@@ -149,6 +149,9 @@ struct Undo {
     masquerade: Vec<IpNet>,
     /// The masquerade elements' transaction, while it runs.
     masquerading: Option<firewall::Applying>,
+    /// That transaction failed: the subnets it was to masquerade may be claimed by others who
+    /// counted on it.
+    masquerading_failed: bool,
     container_link: Option<u32>,
     created_bridge: Option<u32>,
 }
@@ -451,7 +454,9 @@ fn attach(
     }
 
     if let Some(masquerading) = undo.masquerading.take() {
-        masquerading.wait()?;
+        masquerading
+            .wait()
+            .inspect_err(|_| undo.masquerading_failed = true)?;
     }
 
     // 7. The result: bridge, host veth, container interface; every address on the latter.
@@ -523,13 +528,32 @@ fn rollback(
     }
     if undo.record || !undo.masquerade.is_empty() {
         let (id, ifname) = (&call.env.container_id, &call.env.ifname);
-        if let Some(masquerading) = undo.masquerading {
-            // Its outcome does not matter, only that it is over before the release below.
-            let _ = masquerading.wait();
-        }
+        // The transaction must be over before the release below.
+        let commit_failed = undo.masquerading_failed
+            || undo
+                .masquerading
+                .is_some_and(|masquerading| masquerading.wait().is_err());
         let released = conf.records.lock().and_then(|lock| {
             release_masquerade(conf, &lock, id, ifname, &undo.masquerade)?;
-            conf.records.remove(&lock, id, ifname)
+            conf.records.remove(&lock, id, ifname)?;
+            // Attachments that claimed a subnet after this one did not add its elements: they
+            // are added for them now.
+            let still_claimed: Vec<IpNet> = undo
+                .masquerade
+                .iter()
+                .filter(|subnet| {
+                    conf.claims
+                        .holders(&subnet.to_string())
+                        .is_ok_and(|holders| !holders.is_empty())
+                })
+                .copied()
+                .collect();
+            if commit_failed && !still_claimed.is_empty() {
+                let mut elements = podnet_nft::Transaction::new();
+                firewall::masquerade_elements(&mut elements, Verb::Add, &still_claimed);
+                firewall::start(elements)?.wait()?;
+            }
+            Ok(())
         });
         if let Err(e) = released {
             failures.push(format!("remove record: {e}"));
