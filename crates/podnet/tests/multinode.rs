@@ -200,6 +200,31 @@ fn lab_apply_adds_and_removes_nodes_leaving_the_rest_alone() {
 }
 
 #[test]
+fn lab_apply_switches_the_backend_without_restarting_pods() {
+    let lab = Lab::up(&lab_file("vxlan", 2));
+    let before = container_pid(&lab, "server");
+    lab.apply(&lab_file("host-gw", 2));
+    // The agents are replaced by ones with the new backend; they swap the VXLAN link for
+    // direct routes.
+    let rewired = eventually(5, || {
+        let routes = lab.netns_exec("node1", &["ip", "route"]);
+        (routes.contains("10.244.1.0/24 via 192.168.10.12 dev eth0 proto 112")
+            && !lab.netns_exec("node1", &["ip", "link"]).contains("podnet.1"))
+        .then_some(())
+    });
+    assert!(rewired.is_some(), "{}", lab.netns_exec("node1", &["ip", "route"]));
+    assert!(
+        lab.status().contains("10.244.0.0/24   host-gw"),
+        "{}",
+        lab.status()
+    );
+    assert_eq!(container_pid(&lab, "server"), before, "the server was restarted");
+    let server = lab.pod_ip("server");
+    let answer = lab.exec("client", None, &["curl", "-s", &format!("http://{server}/")]);
+    assert_eq!(remote_addr(&answer), lab.pod_ip("client"));
+}
+
+#[test]
 fn a_killed_agent_leaves_traffic_flowing_and_its_successor_adopts_the_state() {
     let lab = Lab::up(&lab_file("vxlan", 2));
     let server = lab.pod_ip("server");
