@@ -18,28 +18,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-cat > "$WORK/lab.yaml" <<YAML
-apiVersion: podnet.dev/v1alpha1
-kind: Lab
-metadata: {name: $LAB}
-spec: {nodes: 2, backend: vxlan}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: server}
-spec:
-  nodeName: node1
-  containers:
-  - {name: iperf, image: networkstatic/iperf3, command: [taskset, -c, "1", iperf3, -s]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client}
-spec:
-  nodeName: node2
-  containers:
-  - {name: c, image: busybox, command: [sleep, infinity]}
-YAML
+iperf_lab $LAB vxlan > "$WORK/lab.yaml"
 "$PODNET" lab up "$WORK/lab.yaml" >/dev/null 2>&1
 server=$(ip netns exec ${LAB}_default_server ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)
 for n in 1 2; do ip netns exec ${LAB}_node$n nft list table ip podnet-egress > "$WORK/egress-$n.nft"; done

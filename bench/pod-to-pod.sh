@@ -32,29 +32,7 @@ cleanup_start
 
 # --- podnet: two labs, a server pod on node1 (iperf3 and the RR server), a client on node2 ---
 podnet_lab() { # NAME BACKEND
-  cat > "$WORK/$1.yaml" <<YAML
-apiVersion: podnet.dev/v1alpha1
-kind: Lab
-metadata: {name: $1}
-spec: {nodes: 2, backend: $2}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: server}
-spec:
-  nodeName: node1
-  containers:
-  - {name: iperf, image: networkstatic/iperf3, command: [taskset, -c, "1", iperf3, -s]}
-  - {name: rr, image: python, command: [taskset, -c, "1", python3, $RR, server, "9000"]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client}
-spec:
-  nodeName: node2
-  containers:
-  - {name: c, image: busybox, command: [sleep, infinity]}
-YAML
+  iperf_lab "$1" "$2" "  - {name: rr, image: python, command: [taskset, -c, \"1\", python3, $RR, server, \"9000\"]}" > "$WORK/$1.yaml"
   "$PODNET" lab up "$WORK/$1.yaml" >/dev/null 2>&1
 }
 podnet_lab pnbvx vxlan
