@@ -301,3 +301,72 @@ fn escape(resource: &str) -> String {
 fn unescape(name: &str) -> String {
     name.replace('_', "/")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// A state directory of its own under the system's temporary directory, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("podnet-state-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_resource_is_forgotten_with_its_last_holder_and_only_once_forgetting_worked() {
+        let scratch = Scratch::new("claims");
+        let PluginState { records, claims } = PluginState::new(Some(&scratch.0), "bridge", "net");
+        let lock = records.lock().unwrap();
+        let subnet = "10.88.0.0/24".to_owned();
+        assert!(
+            claims.add(&lock, &subnet, "a", "eth0").unwrap(),
+            "the first holder"
+        );
+        assert!(!claims.add(&lock, &subnet, "b", "eth0").unwrap());
+
+        let forgotten = RefCell::new(Vec::new());
+        let forget = |resources: &[String]| {
+            forgotten.borrow_mut().extend_from_slice(resources);
+            Ok(())
+        };
+        claims
+            .release(&lock, std::slice::from_ref(&subnet), "a", "eth0", forget)
+            .unwrap();
+        assert!(forgotten.borrow().is_empty(), "b still holds it");
+        assert_eq!(claims.holders(&subnet).unwrap(), ["b:eth0"]);
+
+        // Forgetting fails: the marker stays, so a retry finds it.
+        let failing = |_: &[String]| Err(CniError::generic("nft failed"));
+        assert!(
+            claims
+                .release(&lock, std::slice::from_ref(&subnet), "b", "eth0", failing)
+                .is_err()
+        );
+        assert_eq!(claims.holders(&subnet).unwrap(), ["b:eth0"]);
+        claims
+            .release(&lock, std::slice::from_ref(&subnet), "b", "eth0", forget)
+            .unwrap();
+        assert_eq!(*forgotten.borrow(), [subnet.as_str()]);
+        assert!(claims.resources().is_empty());
+
+        // Releasing what one does not hold forgets nothing.
+        forgotten.borrow_mut().clear();
+        claims
+            .release(&lock, std::slice::from_ref(&subnet), "c", "eth0", forget)
+            .unwrap();
+        assert!(forgotten.borrow().is_empty());
+    }
+}
