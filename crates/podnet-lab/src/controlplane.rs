@@ -478,31 +478,23 @@ mod tests {
         let key = first.pods.keys().find(|key| key.name == "p").unwrap();
         assert_ne!(first.pods[key].metadata.uid, changed.pods[key].metadata.uid);
 
-        let elsewhere = file(
-            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  nodeName: k8s-w9\n  containers:\n  - {name: c, image: nginx}\n",
-        );
-        assert!(
-            plan(&elsewhere, &ClusterState::default(), &paths())
+        let refusal = |pod: &str| {
+            let text = format!(
+                "---\napiVersion: v1\nkind: Pod\n{pod}  containers:\n  - {{name: c, image: nginx}}\n"
+            );
+            plan(&file(&text), &ClusterState::default(), &paths())
                 .unwrap_err()
                 .0
-                .contains("not a node of this lab")
-        );
-        let no_namespace = file(
-            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  namespace: shop\nspec:\n  containers:\n  - {name: c, image: nginx}\n",
+        };
+        assert!(
+            refusal("metadata:\n  name: p\nspec:\n  nodeName: k8s-w9\n").contains("not a node of this lab")
         );
         assert!(
-            plan(&no_namespace, &ClusterState::default(), &paths())
-                .unwrap_err()
-                .0
+            refusal("metadata:\n  name: p\n  namespace: shop\nspec:\n")
                 .contains("namespace \"shop\" does not exist")
         );
-        let impostor = file(
-            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: podnet-agent-node1\n  namespace: kube-system\nspec:\n  containers:\n  - {name: c, image: nginx}\n",
-        );
         assert!(
-            plan(&impostor, &ClusterState::default(), &paths())
-                .unwrap_err()
-                .0
+            refusal("metadata:\n  name: podnet-agent-node1\n  namespace: kube-system\nspec:\n")
                 .contains("pod kube-system/podnet-agent-node1 is defined twice")
         );
     }
