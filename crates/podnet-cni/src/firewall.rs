@@ -17,21 +17,21 @@
 //!   does with `snat` on. The mark is set only here, before DNAT, so connections DNATed by
 //!   anybody else are never masqueraded by this table.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use podnet_nft::{Family, Pending, Transaction};
+use podnet_nft::registry::{self, CNI_TABLE as TABLE_DEF, HOSTPORT_MASQUERADE_MARK, priority};
+use podnet_nft::{Chain, ChainType, Datum, Element, Hook, Operation, Pending, Script, Set};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::CniError;
 
 /// The table's name.
-pub const TABLE: &str = "podnet-cni";
+pub const TABLE: &str = registry::CNI_TABLE.name;
 
 /// Packet mark bit asking the postrouting chain to masquerade a host-port connection (the
 /// reference plugin's default `markMasqBit`, 13).
-pub const MASQUERADE_MARK: u32 = 0x2000;
+pub const MASQUERADE_MARK: u32 = HOSTPORT_MASQUERADE_MARK;
 
 /// A host port forwarded to a container port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,128 +52,161 @@ pub struct PortForward {
     pub hairpin_subnet: Option<IpNet>,
 }
 
-/// The commands that create the table with its sets, maps, chains and rules.
-pub fn definition() -> Transaction {
-    let mut tx = Transaction::new();
-    let t = TABLE;
-    tx.push_fmt(format_args!(
-        "create table inet {t} {{ comment \"podnet CNI plugins: ipMasq and portmap\"; }}"
-    ));
+/// The script that creates the table with its sets, maps, chains and rules; it fails if the
+/// table exists (a concurrent plugin created it first).
+pub fn definition() -> Script {
+    let mut sets = Vec::new();
     for (v, addr) in [("v4", "ipv4_addr"), ("v6", "ipv6_addr")] {
-        tx.push_fmt(format_args!(
-            "add set inet {t} masq-{v} {{ type {addr}; flags interval; }}"
+        sets.push(Set::new(format!("masq-{v}"), format!("type {addr}")).interval());
+        sets.push(Set::new(format!("masq-exempt-{v}"), format!("type {addr} . {addr}")).interval());
+        sets.push(Set::map(
+            format!("portmap-any-{v}"),
+            "type inet_proto . inet_service",
+            format!("{addr} . inet_service"),
         ));
-        tx.push_fmt(format_args!(
-            "add set inet {t} masq-exempt-{v} {{ type {addr} . {addr}; flags interval; }}"
+        sets.push(Set::map(
+            format!("portmap-addr-{v}"),
+            format!("type {addr} . inet_proto . inet_service"),
+            format!("{addr} . inet_service"),
         ));
-        tx.push_fmt(format_args!(
-            "add map inet {t} portmap-any-{v} {{ type inet_proto . inet_service : {addr} . inet_service; }}"
-        ));
-        tx.push_fmt(format_args!(
-            "add map inet {t} portmap-addr-{v} {{ type {addr} . inet_proto . inet_service : {addr} . inet_service; }}"
-        ));
-        tx.push_fmt(format_args!(
-            "add set inet {t} portmap-masq-{v} {{ type {addr} . inet_proto . inet_service; flags interval; }}"
-        ));
+        sets.push(
+            Set::new(
+                format!("portmap-masq-{v}"),
+                format!("type {addr} . inet_proto . inet_service"),
+            )
+            .interval(),
+        );
     }
     let mark = format!("0x{MASQUERADE_MARK:x}");
-    tx.push_fmt(format_args!("add chain inet {t} portmap"));
-    tx.push_fmt(format_args!(
-        "add rule inet {t} portmap meta l4proto != {{ tcp, udp, sctp }} return"
-    ));
-    for (v, ip, nfproto) in [("v4", "ip", "ipv4"), ("v6", "ip6", "ipv6")] {
-        tx.push_fmt(format_args!(
-            "add rule inet {t} portmap {ip} saddr . meta l4proto . th dport @portmap-masq-{v} meta mark set meta mark | {mark}"
+    let mut portmap = vec!["meta l4proto != { tcp, udp, sctp } return".to_owned()];
+    let mut postrouting = vec![format!("meta mark & {mark} == {mark} masquerade")];
+    for (v, ip, nfproto, multicast) in [
+        ("v4", "ip", "ipv4", "224.0.0.0/4"),
+        ("v6", "ip6", "ipv6", "ff00::/8"),
+    ] {
+        portmap.push(format!(
+            "{ip} saddr . meta l4proto . th dport @portmap-masq-{v} meta mark set meta mark | {mark}"
         ));
-        tx.push_fmt(format_args!(
-            "add rule inet {t} portmap meta nfproto {nfproto} dnat {ip} to {ip} daddr . meta l4proto . th dport map @portmap-addr-{v}"
+        portmap.push(format!(
+            "meta nfproto {nfproto} dnat {ip} to {ip} daddr . meta l4proto . th dport map @portmap-addr-{v}"
         ));
-        tx.push_fmt(format_args!(
-            "add rule inet {t} portmap meta nfproto {nfproto} dnat {ip} to meta l4proto . th dport map @portmap-any-{v}"
+        portmap.push(format!(
+            "meta nfproto {nfproto} dnat {ip} to meta l4proto . th dport map @portmap-any-{v}"
         ));
+        postrouting.push(format!("{ip} saddr . {ip} daddr @masq-exempt-{v} return"));
+        postrouting.push(format!("{ip} daddr {multicast} return"));
+        postrouting.push(format!("{ip} saddr @masq-{v} masquerade"));
     }
-    // Connections from outside arrive in prerouting; the node's own (localhost) in output.
-    tx.push_fmt(format_args!(
-        "add chain inet {t} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}"
-    ));
-    tx.push_fmt(format_args!(
-        "add rule inet {t} prerouting fib daddr type local jump portmap"
-    ));
-    tx.push_fmt(format_args!(
-        "add chain inet {t} output {{ type nat hook output priority -100; policy accept; }}"
-    ));
-    tx.push_fmt(format_args!(
-        "add rule inet {t} output fib daddr type local jump portmap"
-    ));
-    tx.push_fmt(format_args!(
-        "add chain inet {t} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}"
-    ));
-    tx.push_fmt(format_args!(
-        "add rule inet {t} postrouting meta mark & {mark} == {mark} masquerade"
-    ));
-    for (v, ip, multicast) in [("v4", "ip", "224.0.0.0/4"), ("v6", "ip6", "ff00::/8")] {
-        tx.push_fmt(format_args!(
-            "add rule inet {t} postrouting {ip} saddr . {ip} daddr @masq-exempt-{v} return"
-        ));
-        tx.push_fmt(format_args!(
-            "add rule inet {t} postrouting {ip} daddr {multicast} return"
-        ));
-        tx.push_fmt(format_args!(
-            "add rule inet {t} postrouting {ip} saddr @masq-{v} masquerade"
-        ));
+    let chains = [
+        Chain::regular("portmap", portmap),
+        // Connections from outside arrive in prerouting; the node's own (localhost) in output.
+        Chain::base(
+            "prerouting",
+            ChainType::Nat,
+            Hook::Prerouting,
+            priority::DSTNAT,
+            vec!["fib daddr type local jump portmap".into()],
+        ),
+        Chain::base(
+            "output",
+            ChainType::Nat,
+            Hook::Output,
+            priority::DSTNAT,
+            vec!["fib daddr type local jump portmap".into()],
+        ),
+        Chain::base(
+            "postrouting",
+            ChainType::Nat,
+            Hook::Postrouting,
+            priority::SRCNAT,
+            postrouting,
+        ),
+    ];
+    let mut script = Script::new();
+    script.create_table(&TABLE_DEF);
+    for set in &sets {
+        script.add_set(&TABLE_DEF, set);
     }
-    tx
+    for chain in &chains {
+        script.add_chain(&TABLE_DEF, chain);
+    }
+    for chain in &chains {
+        script.add_rules(&TABLE_DEF, chain);
+    }
+    script
 }
 
-/// Element commands for masquerading `subnets`: `verb` is `add` or `delete`.
-pub fn masquerade_elements(tx: &mut Transaction, verb: Verb, subnets: &[IpNet]) {
+/// Element commands for masquerading `subnets`.
+pub fn masquerade_elements(script: &mut Script, verb: Verb, subnets: &[IpNet]) {
     for subnet in subnets {
-        let subnet = subnet.trunc();
+        let prefix = Datum::Prefix(subnet.trunc());
         let v = family_suffix(subnet.addr());
-        verb.push(tx, &format!("element inet {TABLE} masq-{v} {{ {subnet} }}"));
+        verb.push(script, &format!("masq-{v}"), Element::key([prefix]));
         verb.push(
-            tx,
-            &format!("element inet {TABLE} masq-exempt-{v} {{ {subnet} . {subnet} }}"),
+            script,
+            &format!("masq-exempt-{v}"),
+            Element::key([prefix, prefix]),
         );
     }
 }
 
-/// DNAT element commands for host-port `forwards`: `verb` is `add` or `delete`.
-pub fn port_forward_elements(tx: &mut Transaction, verb: Verb, forwards: &[PortForward]) {
+/// DNAT element commands for host-port `forwards`.
+pub fn port_forward_elements(script: &mut Script, verb: Verb, forwards: &[PortForward]) {
     for forward in forwards {
-        let v = family_suffix(forward.container_ip);
-        let (proto, port) = (&forward.protocol, forward.host_port);
-        let target = format!("{} . {}", forward.container_ip, forward.container_port);
-        let element = match forward.host_ip {
-            Some(host_ip) => {
-                format!("element inet {TABLE} portmap-addr-{v} {{ {host_ip} . {proto} . {port} : {target} }}")
-            }
-            None => format!("element inet {TABLE} portmap-any-{v} {{ {proto} . {port} : {target} }}"),
-        };
-        verb.push(tx, &element);
+        let (set, element) = port_forward_element(forward);
+        verb.push(script, &set, element);
+    }
+}
+
+/// The DNAT element of a host-port forward, and its map.
+pub fn port_forward_element(forward: &PortForward) -> (String, Element) {
+    let v = family_suffix(forward.container_ip);
+    let target = [address(forward.container_ip), Datum::Port(forward.container_port)];
+    let (proto, port) = (protocol(&forward.protocol), Datum::Port(forward.host_port));
+    match forward.host_ip {
+        Some(host_ip) => (
+            format!("portmap-addr-{v}"),
+            Element::mapping([address(host_ip), proto, port], target),
+        ),
+        None => (
+            format!("portmap-any-{v}"),
+            Element::mapping([proto, port], target),
+        ),
     }
 }
 
 /// Hairpin element commands for `forwards` with a hairpin subnet: clients in that subnet (and
 /// localhost) connecting to the host port are masqueraded. Forwards of one subnet and host port
 /// share these elements (they differ by host address), so callers count their holders.
-pub fn hairpin_elements(tx: &mut Transaction, verb: Verb, forwards: &[PortForward]) {
+pub fn hairpin_elements(script: &mut Script, verb: Verb, forwards: &[PortForward]) {
     for forward in forwards {
         let Some(subnet) = forward.hairpin_subnet else {
             continue;
         };
-        let v = family_suffix(forward.container_ip);
-        let (proto, port) = (&forward.protocol, forward.host_port);
-        let mut masq = format!(
-            "element inet {TABLE} portmap-masq-{v} {{ {} . {proto} . {port}",
-            subnet.trunc()
-        );
+        let set = format!("portmap-masq-{}", family_suffix(forward.container_ip));
+        let (proto, port) = (protocol(&forward.protocol), Datum::Port(forward.host_port));
+        let mut clients = vec![Element::key([Datum::Prefix(subnet.trunc()), proto, port])];
         if forward.container_ip.is_ipv4() {
-            let _ = write!(masq, ", 127.0.0.1 . {proto} . {port}");
+            clients.push(Element::key([Datum::Ipv4([127, 0, 0, 1].into()), proto, port]));
         }
-        masq.push_str(" }");
-        verb.push(tx, &masq);
+        verb.push_all(script, &set, &clients);
     }
+}
+
+fn address(ip: IpAddr) -> Datum {
+    match ip {
+        IpAddr::V4(v4) => Datum::Ipv4(v4),
+        IpAddr::V6(v6) => Datum::Ipv6(v6),
+    }
+}
+
+/// `tcp`, `udp`, `sctp` as protocol numbers (the configuration was validated).
+fn protocol(name: &str) -> Datum {
+    Datum::Protocol(match name {
+        "udp" => 17,
+        "sctp" => 132,
+        _ => 6,
+    })
 }
 
 /// Whether element commands add or delete.
@@ -186,10 +219,14 @@ pub enum Verb {
 }
 
 impl Verb {
-    fn push(self, tx: &mut Transaction, object: &str) {
+    fn push(self, script: &mut Script, set: &str, element: Element) {
+        self.push_all(script, set, &[element]);
+    }
+
+    fn push_all(self, script: &mut Script, set: &str, elements: &[Element]) {
         match self {
-            Verb::Add => tx.push_fmt(format_args!("add {object}")),
-            Verb::Delete => tx.push_delete(object),
+            Verb::Add => script.elements(&TABLE_DEF, set, Operation::Add, elements),
+            Verb::Delete => script.delete_elements_if_present(&TABLE_DEF, set, elements),
         };
     }
 }
@@ -203,14 +240,14 @@ pub fn family_suffix(ip: IpAddr) -> &'static str {
 ///
 /// Returns at once with the `nft` process still running, so the caller can overlap its own
 /// work with the kernel commit; [`Applying::wait`] collects the outcome.
-pub fn start(elements: Transaction) -> Result<Applying, CniError> {
+pub fn start(elements: Script) -> Result<Applying, CniError> {
     let first = with_table(&elements)?.start()?;
     Ok(Applying { elements, first })
 }
 
 /// Element changes being applied.
 pub struct Applying {
-    elements: Transaction,
+    elements: Script,
     first: Pending,
 }
 
@@ -228,17 +265,18 @@ impl Applying {
 }
 
 /// `elements`, preceded by the table definition when the table does not exist.
-fn with_table(elements: &Transaction) -> Result<Transaction, CniError> {
+fn with_table(elements: &Script) -> Result<Script, CniError> {
     if table_present()? {
         return Ok(elements.clone());
     }
-    let mut tx = definition();
-    tx.push(elements.script());
-    Ok(tx)
+    let mut script = definition();
+    script.append(elements);
+    Ok(script)
 }
 
-fn table_present() -> Result<bool, CniError> {
-    podnet_nft::table_exists(Family::Inet, TABLE)
+/// Whether podnet's CNI table exists.
+pub fn table_present() -> Result<bool, CniError> {
+    podnet_nft::table_exists(&TABLE_DEF)
         .map_err(|err| CniError::generic("cannot query nftables").details(err.to_string()))
 }
 
@@ -248,21 +286,21 @@ mod tests {
 
     #[test]
     fn definition_creates_the_table_atomically_once() {
-        let script = definition().script().to_owned();
+        let script = definition().text().to_owned();
         assert!(
             script.starts_with("create table inet podnet-cni"),
             "create fails if it exists"
         );
         assert_eq!(script.matches("add rule").count(), 16);
-        assert!(script.contains("hook postrouting priority srcnat"));
+        assert!(script.contains("hook postrouting priority 100;"), "{script}");
     }
 
     #[test]
     fn masquerade_elements_are_per_subnet() {
-        let mut tx = Transaction::new();
+        let mut tx = Script::new();
         masquerade_elements(&mut tx, Verb::Add, &["10.88.7.2/24".parse().unwrap()]);
         assert_eq!(
-            tx.script(),
+            tx.text(),
             "add element inet podnet-cni masq-v4 { 10.88.7.0/24 }\n\
              add element inet podnet-cni masq-exempt-v4 { 10.88.7.0/24 . 10.88.7.0/24 }\n"
         );
@@ -278,30 +316,31 @@ mod tests {
             container_port: 80,
             hairpin_subnet: Some("10.88.7.0/24".parse().unwrap()),
         };
-        let mut tx = Transaction::new();
+        let mut tx = Script::new();
         port_forward_elements(&mut tx, Verb::Add, std::slice::from_ref(&forward));
         hairpin_elements(&mut tx, Verb::Add, std::slice::from_ref(&forward));
         assert_eq!(
-            tx.script(),
+            tx.text(),
             "add element inet podnet-cni portmap-any-v4 { tcp . 8080 : 10.88.7.2 . 80 }\n\
              add element inet podnet-cni portmap-masq-v4 { 10.88.7.0/24 . tcp . 8080, 127.0.0.1 . tcp . 8080 }\n"
         );
         // snat off: forwarded, never masqueraded.
-        let mut tx = Transaction::new();
+        let mut tx = Script::new();
         let unmasqueraded = PortForward {
             hairpin_subnet: None,
             ..forward.clone()
         };
         hairpin_elements(&mut tx, Verb::Add, &[unmasqueraded]);
-        assert!(tx.script().is_empty(), "{}", tx.script());
+        assert!(tx.text().is_empty(), "{}", tx.text());
         let specific = PortForward {
             host_ip: Some("192.0.2.10".parse().unwrap()),
             ..forward
         };
-        let mut tx = Transaction::new();
+        let mut tx = Script::new();
         port_forward_elements(&mut tx, Verb::Delete, &[specific]);
-        assert!(tx.script().contains(
-            "delete element inet podnet-cni portmap-addr-v4 { 192.0.2.10 . tcp . 8080 : 10.88.7.2 . 80 }"
-        ));
+        assert!(
+            tx.text()
+                .contains("delete element inet podnet-cni portmap-addr-v4 { 192.0.2.10 . tcp . 8080 }")
+        );
     }
 }

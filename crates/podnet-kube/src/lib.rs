@@ -3,26 +3,26 @@
 //!
 //! A watch in Kubernetes is a list (every object and the collection's `resourceVersion`)
 //! followed by a stream of ADDED, MODIFIED and DELETED events from that version on; when the
-//! stream breaks or the version expires, the client lists again. kube-rs's watcher does that
-//! protocol; this module mirrors its events into [`ClusterState`] snapshots. A snapshot is
-//! published only once the list is complete: a half-listed cluster would look to the node agent
-//! as if nodes had gone, and it would remove their routes.
-//!
-//! Only Node objects are watched today: they are all the node agent needs (its peers' pod
-//! subnets and addresses). Pods and Namespaces stay empty in the snapshots.
+//! stream breaks or the version expires (`410 Gone`), the client lists again. kube-rs's watcher
+//! does that protocol, one watcher per kind; this module turns its events into the source
+//! seam's ([`Event`]) and says `Synced` once every kind has been listed completely: before
+//! that, a half-listed cluster would look to the node agent as if nodes or services had gone.
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
+use std::fmt::Debug;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client, Config, ResourceExt};
-use podnet_model::{ClusterSource, ClusterState};
-use tokio::sync::watch;
+use kube::runtime::watcher;
+use kube::{Api, Client, Config};
+use podnet_model::{ClusterSource, Event, Kind, Object};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
 
 /// Why the API server cannot be reached.
 #[derive(Debug, thiserror::Error)]
@@ -45,10 +45,10 @@ pub enum KubeError {
     Client(String),
 }
 
-/// Cluster state from the Kubernetes API server: the cluster's implementation of the source
+/// Cluster objects from the Kubernetes API server: the cluster's implementation of the source
 /// seam.
 pub struct KubeSource {
-    states: watch::Receiver<Arc<ClusterState>>,
+    client: Client,
 }
 
 impl KubeSource {
@@ -71,85 +71,120 @@ impl KubeSource {
                 .map_err(|err| KubeError::Infer(err.to_string()))?,
         };
         let client = Client::try_from(config).map_err(|err| KubeError::Client(err.to_string()))?;
-        Ok(Self::watch(client))
-    }
-
-    /// Watches the cluster through `client` until the source is dropped. Must be called inside a
-    /// tokio runtime.
-    pub fn watch(client: Client) -> Self {
-        let (sender, states) = watch::channel(Arc::new(ClusterState::default()));
-        let nodes = watcher::watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff();
-        tokio::spawn(async move {
-            let mut mirror = Mirror::default();
-            futures::pin_mut!(nodes);
-            loop {
-                let event = tokio::select! {
-                    event = nodes.next() => event,
-                    () = sender.closed() => return,
-                };
-                match event {
-                    Some(Ok(event)) => {
-                        if mirror.apply(event) {
-                            let state = ClusterState {
-                                nodes: mirror.live.clone(),
-                                ..ClusterState::default()
-                            };
-                            sender.send_replace(Arc::new(state));
-                        }
-                    }
-                    // The watcher retries with backoff; say why it has to.
-                    Some(Err(err)) => tracing::warn!("watching Nodes: {err}"),
-                    None => return,
-                }
-            }
-        });
-        KubeSource { states }
+        Ok(KubeSource { client })
     }
 }
 
 impl ClusterSource for KubeSource {
-    fn subscribe(&self) -> watch::Receiver<Arc<ClusterState>> {
-        self.states.clone()
+    /// One watcher per kind, behind a barrier: `Synced` once each has listed. Must be called
+    /// inside a tokio runtime.
+    fn watch(&self, kinds: &[Kind]) -> mpsc::UnboundedReceiver<Event> {
+        let (sender, events) = mpsc::unbounded_channel();
+        let barrier = Barrier::new(kinds);
+        for kind in kinds {
+            let (client, sender, barrier) = (self.client.clone(), sender.clone(), barrier.clone());
+            match kind {
+                Kind::Node => spawn_watcher::<Node>(client, sender, barrier),
+                Kind::Namespace => spawn_watcher::<Namespace>(client, sender, barrier),
+                Kind::Pod => spawn_watcher::<Pod>(client, sender, barrier),
+                Kind::Service => spawn_watcher::<Service>(client, sender, barrier),
+                Kind::EndpointSlice => spawn_watcher::<EndpointSlice>(client, sender, barrier),
+            }
+        }
+        events
     }
 }
 
-/// The objects of one kind as the watch describes them, by name.
-#[derive(Default)]
-struct Mirror<K> {
-    /// The complete set, once a list has completed.
-    live: BTreeMap<String, K>,
-    /// A list in progress: replaces `live` when it completes.
-    listing: Option<BTreeMap<String, K>>,
-    /// Whether a list has completed since the start.
-    synced: bool,
+/// A kind podnet watches, and how its objects become the seam's.
+trait Watched:
+    kube::Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static
+{
+    /// The seam's kind.
+    const KIND: Kind;
+    /// The seam's object.
+    fn object(self) -> Object;
 }
 
-impl<K: kube::Resource> Mirror<K> {
-    /// Applies one watch event; true when `live` is complete and has changed.
-    fn apply(&mut self, event: Event<K>) -> bool {
-        match event {
-            Event::Init => {
-                self.listing = Some(BTreeMap::new());
-                false
+macro_rules! watched {
+    ($($type:ident),*) => {$(
+        impl Watched for $type {
+            const KIND: Kind = Kind::$type;
+            fn object(self) -> Object {
+                Object::$type(Box::new(self))
             }
-            Event::InitApply(object) => {
-                self.listing
-                    .get_or_insert_default()
-                    .insert(object.name_any(), object);
-                false
-            }
-            Event::InitDone => {
-                self.live = self.listing.take().unwrap_or_default();
-                self.synced = true;
-                true
-            }
-            Event::Apply(object) => {
-                self.live.insert(object.name_any(), object);
-                self.synced
-            }
-            Event::Delete(object) => self.live.remove(&object.name_any()).is_some() && self.synced,
+        }
+    )*};
+}
+
+watched!(Node, Namespace, Pod, Service, EndpointSlice);
+
+/// Says `Synced` once every kind has been listed.
+#[derive(Clone)]
+struct Barrier {
+    waiting: Arc<Mutex<Option<HashSet<Kind>>>>,
+}
+
+impl Barrier {
+    fn new(kinds: &[Kind]) -> Self {
+        Barrier {
+            waiting: Arc::new(Mutex::new(Some(kinds.iter().copied().collect()))),
         }
     }
+
+    /// `kind` has listed (its `Listed` is sent); true when it was the last one.
+    fn listed(&self, kind: Kind) -> bool {
+        let mut waiting = self.waiting.lock().expect("barrier lock");
+        let Some(kinds) = waiting.as_mut() else {
+            return false;
+        };
+        kinds.remove(&kind);
+        if kinds.is_empty() {
+            *waiting = None;
+            return true;
+        }
+        false
+    }
+}
+
+/// Turns one kube-rs watcher event into the seam's.
+fn translate<K: Watched>(event: watcher::Event<K>) -> Event {
+    match event {
+        watcher::Event::Init => Event::Relisting(K::KIND),
+        watcher::Event::InitApply(object) | watcher::Event::Apply(object) => Event::Applied(object.object()),
+        watcher::Event::InitDone => Event::Listed(K::KIND),
+        watcher::Event::Delete(object) => {
+            let object = object.object();
+            Event::Deleted(K::KIND, object.key())
+        }
+    }
+}
+
+fn spawn_watcher<K: Watched>(client: Client, sender: mpsc::UnboundedSender<Event>, barrier: Barrier) {
+    let stream = watcher::watcher(Api::<K>::all(client), watcher::Config::default()).default_backoff();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        loop {
+            let event = tokio::select! {
+                event = stream.next() => event,
+                () = sender.closed() => return,
+            };
+            match event {
+                Some(Ok(event)) => {
+                    let event = translate(event);
+                    let listed = event == Event::Listed(K::KIND);
+                    if sender.send(event).is_err() {
+                        return;
+                    }
+                    if listed && barrier.listed(K::KIND) && sender.send(Event::Synced).is_err() {
+                        return;
+                    }
+                }
+                // The watcher retries with backoff; say why it has to.
+                Some(Err(err)) => tracing::warn!("watching {:?}s: {err}", K::KIND),
+                None => return,
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -167,45 +202,32 @@ mod tests {
         }
     }
 
-    fn names(mirror: &Mirror<Node>) -> Vec<&str> {
-        mirror.live.keys().map(String::as_str).collect()
-    }
-
     #[test]
-    fn nothing_is_published_before_the_first_list_completes() {
-        let mut mirror = Mirror::default();
-        assert!(!mirror.apply(Event::Init));
-        assert!(!mirror.apply(Event::InitApply(node("a"))));
-        assert!(names(&mirror).is_empty());
-        assert!(mirror.apply(Event::InitDone));
-        assert_eq!(names(&mirror), ["a"]);
-    }
-
-    #[test]
-    fn events_change_the_set_and_a_relist_replaces_it_whole() {
-        let mut mirror = Mirror::default();
-        for event in [
-            Event::Init,
-            Event::InitApply(node("a")),
-            Event::InitApply(node("b")),
-            Event::InitDone,
-        ] {
-            mirror.apply(event);
-        }
-        assert!(mirror.apply(Event::Apply(node("c"))));
-        assert!(mirror.apply(Event::Delete(node("a"))));
-        assert!(
-            !mirror.apply(Event::Delete(node("a"))),
-            "deleting twice changes nothing"
+    fn watcher_events_become_the_seams() {
+        assert_eq!(
+            translate::<Node>(watcher::Event::Init),
+            Event::Relisting(Kind::Node)
         );
-        assert_eq!(names(&mirror), ["b", "c"]);
+        assert_eq!(
+            translate::<Node>(watcher::Event::InitDone),
+            Event::Listed(Kind::Node)
+        );
+        assert_eq!(
+            translate(watcher::Event::Delete(node("a"))),
+            Event::Deleted(Kind::Node, podnet_model::ObjectKey::cluster("a"))
+        );
+        assert!(matches!(
+            translate(watcher::Event::Apply(node("a"))),
+            Event::Applied(Object::Node(_))
+        ));
+    }
 
-        // A relist (the watch expired): the old set stays until the new one is complete, and
-        // objects missing from it are gone.
-        assert!(!mirror.apply(Event::Init));
-        assert!(!mirror.apply(Event::InitApply(node("c"))));
-        assert_eq!(names(&mirror), ["b", "c"]);
-        assert!(mirror.apply(Event::InitDone));
-        assert_eq!(names(&mirror), ["c"]);
+    #[test]
+    fn synced_comes_once_every_kind_has_listed_and_only_once() {
+        let barrier = Barrier::new(&[Kind::Node, Kind::Service]);
+        assert!(!barrier.listed(Kind::Node));
+        assert!(!barrier.listed(Kind::Node), "a relist of one kind is not enough");
+        assert!(barrier.listed(Kind::Service));
+        assert!(!barrier.listed(Kind::Service), "later relists say nothing more");
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
 
+use crate::failures::Failures;
 use crate::paths::{LABS_DIR, LabPaths};
 use crate::protocol::{self, LabStatus, Request, Response};
 use crate::{daemon, reaper, spec};
@@ -72,8 +73,7 @@ pub fn up(file: &Path, progress: impl Fn(&str)) -> Result<LabStatus, ClientError
     let leftovers = reaper::sweep(&paths);
     if !leftovers.is_empty() {
         return Err(ClientError::Daemon(format!(
-            "cannot clear an earlier lab of that name: {}",
-            leftovers.join("; ")
+            "cannot clear an earlier lab of that name: {leftovers}"
         )));
     }
     let start = || -> Result<std::process::Child, ClientError> {
@@ -111,7 +111,7 @@ pub fn up(file: &Path, progress: impl Fn(&str)) -> Result<LabStatus, ClientError
     let mut message = failure
         .unwrap_or_else(|| format!("the lab daemon exited before the lab was ready; its log:\n{log_tail}"));
     if !leftovers.is_empty() {
-        message.push_str(&format!("\ncleanup incomplete: {}", leftovers.join("; ")));
+        message.push_str(&format!("\ncleanup incomplete: {leftovers}"));
     }
     Err(ClientError::Daemon(message))
 }
@@ -140,13 +140,13 @@ pub fn down(name: Option<&str>) -> Result<Option<String>, ClientError> {
         Err(ClientError::NoLab(_)) => return Ok(None),
         Err(err) => return Err(err),
     };
-    let mut problems = Vec::new();
+    let mut problems = Failures::new();
     if is_running(&paths) {
         match ask(&paths, &Request::Down) {
             Ok(Response::Ok) => {}
             Ok(Response::Error(message)) => problems.push(message),
             Ok(_) => {}
-            Err(err) => problems.push(err.to_string()),
+            Err(err) => problems.push(err),
         }
         wait_gone(&paths);
     }
@@ -155,11 +155,7 @@ pub fn down(name: Option<&str>) -> Result<Option<String>, ClientError> {
     if problems.is_empty() {
         Ok(Some(paths.name().to_owned()))
     } else {
-        Err(ClientError::Daemon(format!(
-            "lab {}: {}",
-            paths.name(),
-            problems.join("; ")
-        )))
+        Err(ClientError::Daemon(format!("lab {}: {problems}", paths.name())))
     }
 }
 
@@ -362,7 +358,7 @@ pub fn format_status(status: &LabStatus) -> String {
             pod.namespace.clone(),
             pod.name.clone(),
             format!("{ready}/{}", pod.containers.len()),
-            pod.phase(),
+            pod.phase.clone(),
             restarts.to_string(),
             if pod.ips.is_empty() {
                 "<none>".into()
@@ -374,6 +370,28 @@ pub fn format_status(status: &LabStatus) -> String {
     }
     text.push('\n');
     text.push_str(&table(&rows));
+    if !status.services.is_empty() {
+        let mut rows = vec![vec![
+            "NAMESPACE".to_owned(),
+            "NAME".into(),
+            "TYPE".into(),
+            "CLUSTER-IP".into(),
+            "EXTERNAL-IP".into(),
+            "PORT(S)".into(),
+        ]];
+        rows.extend(status.services.iter().map(|service| {
+            vec![
+                service.namespace.clone(),
+                service.name.clone(),
+                service.kind.clone(),
+                service.cluster_ip.clone(),
+                service.external.clone(),
+                service.ports.clone(),
+            ]
+        }));
+        text.push('\n');
+        text.push_str(&table(&rows));
+    }
     for pod in status.pods.iter().filter(|pod| pod.message.is_some()) {
         text.push_str(&format!(
             "\n{}/{}: {}\n",

@@ -3,14 +3,16 @@
 //! Each container runs in its own process group inside the sandbox's network and UTS
 //! namespaces, with its output in a log file. When it exits, the pod's `restartPolicy`
 //! decides whether it starts again, after a back-off that doubles up to a cap
-//! (`CrashLoopBackOff`). Stopping sends SIGTERM to the whole group, then SIGKILL after a grace
-//! period.
+//! (`CrashLoopBackOff`). A readiness probe (exec, TCP or HTTP, as the pod spec says) decides
+//! whether it is ready; a container without one is ready once it runs. Stopping runs the
+//! `preStop` hook, sends SIGTERM to the whole group, and SIGKILL when the grace period is over.
 
 use std::fs::OpenOptions;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -20,15 +22,11 @@ use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// How long a stopping container has between SIGTERM and SIGKILL.
-const GRACE_PERIOD: Duration = Duration::from_secs(2);
 /// First and longest wait before restarting a container that exited.
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
-/// How often a readiness probe is retried.
-const PROBE_INTERVAL: Duration = Duration::from_millis(25);
 
-/// What to run, and how to tell it is ready.
+/// What to run, how to tell it is ready, how to stop it.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
     /// The container's name.
@@ -37,10 +35,58 @@ pub struct ContainerSpec {
     pub argv: Vec<String>,
     /// Environment.
     pub env: Vec<(String, String)>,
-    /// A TCP port on localhost that accepts connections once the container is ready.
-    pub ready_port: Option<u16>,
+    /// When the container counts as ready.
+    pub readiness: Readiness,
+    /// What runs before SIGTERM when the container is stopped.
+    pub pre_stop: Option<Action>,
     /// Whether to start it again after it exits, and when.
     pub restart: RestartPolicy,
+}
+
+/// When a container counts as ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// As soon as it runs.
+    Running,
+    /// Once this port on localhost accepts a connection (a built-in server without a probe).
+    Listening(u16),
+    /// As its readiness probe says, for as long as it runs.
+    Probe(Probe),
+}
+
+/// A readiness probe, as a pod spec describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// What the probe does.
+    pub action: Action,
+    /// Wait before the first probe.
+    pub initial_delay: Duration,
+    /// Time between probes.
+    pub period: Duration,
+    /// How long one probe may take.
+    pub timeout: Duration,
+    /// Consecutive successes that make the container ready.
+    pub success_threshold: u32,
+    /// Consecutive failures that make it not ready.
+    pub failure_threshold: u32,
+}
+
+/// A probe's or a hook's action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Run a command in the container; exit code 0 is success.
+    Exec(Vec<String>),
+    /// Connect to a port on localhost.
+    Tcp(u16),
+    /// `GET path` on a port on localhost; 200 to 399 is success.
+    Http {
+        /// The port.
+        port: u16,
+        /// The path.
+        path: String,
+    },
+    /// Wait (the `sleep` lifecycle action).
+    Sleep(Duration),
 }
 
 /// A pod's `restartPolicy`.
@@ -84,11 +130,11 @@ pub struct ContainerStatus {
     pub reason: Option<String>,
     /// The last exit code.
     pub exit_code: Option<i32>,
-    /// Whether it passed its readiness check.
+    /// Whether it is ready.
     pub ready: bool,
     /// How often it was restarted.
     pub restarts: u32,
-    /// Whether it has run at least once (or failed to start).
+    /// Whether it has become ready or failed at least once.
     pub settled: bool,
 }
 
@@ -101,16 +147,39 @@ pub struct Namespaces {
     pub uts: Arc<UtsNs>,
 }
 
+/// Called whenever a container's status changes.
+pub type OnChange = Arc<dyn Fn() + Send + Sync>;
+
 /// A supervised container.
 pub struct Container {
     status: Arc<Mutex<ContainerStatus>>,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Option<Duration>>,
     task: JoinHandle<()>,
+}
+
+/// The container's status, shared with its supervisor, which reports changes.
+struct Shared {
+    status: Arc<Mutex<ContainerStatus>>,
+    on_change: OnChange,
+}
+
+impl Shared {
+    fn update(&self, change: impl FnOnce(&mut ContainerStatus)) {
+        let changed = {
+            let mut status = self.status.lock().expect("status lock");
+            let before = status.clone();
+            change(&mut status);
+            *status != before
+        };
+        if changed {
+            (self.on_change)();
+        }
+    }
 }
 
 impl Container {
     /// Starts supervising: the first start happens at once, in the background.
-    pub fn start(spec: ContainerSpec, namespaces: Namespaces, log: PathBuf) -> Self {
+    pub fn start(spec: ContainerSpec, namespaces: Namespaces, log: PathBuf, on_change: OnChange) -> Self {
         let status = Arc::new(Mutex::new(ContainerStatus {
             name: spec.name.clone(),
             state: "Waiting".into(),
@@ -120,8 +189,12 @@ impl Container {
             restarts: 0,
             settled: false,
         }));
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(supervise(spec, namespaces, log, status.clone(), stopped));
+        let (stop, stopped) = watch::channel(None);
+        let shared = Shared {
+            status: status.clone(),
+            on_change,
+        };
+        let task = tokio::spawn(supervise(spec, namespaces, log, shared, stopped));
         Container { status, stop, task }
     }
 
@@ -130,14 +203,14 @@ impl Container {
         self.status.lock().expect("status lock").clone()
     }
 
-    /// Asks the container to stop without waiting.
-    pub fn request_stop(&self) {
-        let _ = self.stop.send(true);
+    /// Asks the container to stop within `grace` (preStop hook, SIGTERM, then SIGKILL),
+    /// without waiting.
+    pub fn request_stop(&self, grace: Duration) {
+        let _ = self.stop.send(Some(grace));
     }
 
-    /// Stops the container (SIGTERM, then SIGKILL after the grace period) and waits for it.
-    pub async fn stop(self) {
-        self.request_stop();
+    /// Waits until the container has stopped (after [`request_stop`](Self::request_stop)).
+    pub async fn stopped(self) {
         let _ = self.task.await;
     }
 }
@@ -146,16 +219,15 @@ async fn supervise(
     spec: ContainerSpec,
     namespaces: Namespaces,
     log: PathBuf,
-    status: Arc<Mutex<ContainerStatus>>,
-    mut stopped: watch::Receiver<bool>,
+    shared: Shared,
+    mut stop: watch::Receiver<Option<Duration>>,
 ) {
-    let update = |change: &dyn Fn(&mut ContainerStatus)| change(&mut status.lock().expect("status lock"));
     let mut backoff = BACKOFF_START;
     loop {
-        let exit_code = match launch(&spec, &namespaces, &log).await {
+        let exit_code = match launch(&spec.argv, &spec.env, &namespaces, Some(&log)).await {
             Err(err) => {
                 append_log(&log, &format!("podnet: cannot start {:?}: {err}\n", spec.argv));
-                update(&|s| {
+                shared.update(|s| {
                     s.state = "Waiting".into();
                     s.reason = Some("StartError".into());
                     s.settled = true;
@@ -163,23 +235,31 @@ async fn supervise(
                 None
             }
             Ok(mut child) => {
-                update(&|s| {
+                shared.update(|s| {
                     s.state = "Running".into();
                     s.reason = None;
-                    s.ready = spec.ready_port.is_none();
+                    s.ready = spec.readiness == Readiness::Running;
                     s.settled = s.ready;
                 });
-                let probe = probe_ready(spec.ready_port, &namespaces, &status);
-                let exit_code = tokio::select! {
-                    exit = child.wait() => exit.ok().and_then(|exit| exit.code().or(Some(128 + exit_signal(&exit)))),
-                    _ = stopped.changed() => {
-                        terminate(&mut child).await;
-                        update(&|s| { s.state = "Terminated".into(); s.reason = Some("Completed".into()); s.ready = false; });
+                let probing = probe_readiness(&spec.readiness, &spec.env, &namespaces, &shared);
+                let ended = tokio::select! {
+                    exit = child.wait() => Ok(exit.ok().and_then(|exit| exit.code().or(Some(128 + exit_signal(&exit))))),
+                    grace = stop.wait_for(Option::is_some) => Err(grace.ok().and_then(|grace| *grace).unwrap_or_default()),
+                    _ = probing => unreachable!("probing never finishes"),
+                };
+                let exit_code = match ended {
+                    Ok(exit_code) => exit_code,
+                    Err(grace) => {
+                        terminate(&mut child, grace, spec.pre_stop.as_ref(), &spec.env, &namespaces).await;
+                        shared.update(|s| {
+                            s.state = "Terminated".into();
+                            s.reason = Some("Completed".into());
+                            s.ready = false;
+                        });
                         return;
                     }
-                    _ = probe => unreachable!("the probe never finishes"),
                 };
-                update(&|s| {
+                shared.update(|s| {
                     s.state = "Terminated".into();
                     s.reason = Some(
                         if exit_code == Some(0) {
@@ -196,43 +276,55 @@ async fn supervise(
                 exit_code
             }
         };
-        if !spec.restart.restarts_after(exit_code) || *stopped.borrow() {
+        if !spec.restart.restarts_after(exit_code) || stop.borrow().is_some() {
             return;
         }
-        update(&|s| {
+        shared.update(|s| {
             s.state = "Waiting".into();
             s.reason = Some("CrashLoopBackOff".into());
         });
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = stopped.changed() => return,
+            _ = stop.wait_for(Option::is_some) => return,
         }
         backoff = (backoff * 2).min(BACKOFF_CAP);
-        update(&|s| s.restarts += 1);
+        shared.update(|s| s.restarts += 1);
     }
 }
 
-/// Starts the process inside the sandbox's namespaces, in its own process group.
-async fn launch(spec: &ContainerSpec, namespaces: &Namespaces, log: &PathBuf) -> std::io::Result<Child> {
-    let output = OpenOptions::new().create(true).append(true).open(log)?;
-    let errors = output.try_clone()?;
+/// Starts `argv` inside the sandbox's namespaces, in its own process group, its output
+/// appended to `log` (or discarded).
+async fn launch(
+    argv: &[String],
+    env: &[(String, String)],
+    namespaces: &Namespaces,
+    log: Option<&PathBuf>,
+) -> std::io::Result<Child> {
+    let output = match log {
+        Some(log) => Stdio::from(OpenOptions::new().create(true).append(true).open(log)?),
+        None => Stdio::null(),
+    };
+    let errors = match log {
+        Some(log) => Stdio::from(OpenOptions::new().create(true).append(true).open(log)?),
+        None => Stdio::null(),
+    };
     let runtime = tokio::runtime::Handle::current();
-    let spec = spec.clone();
-    let namespaces = namespaces.clone();
+    let (argv, env, namespaces) = (argv.to_vec(), env.to_vec(), namespaces.clone());
     tokio::task::spawn_blocking(move || {
         podnet_netlink::netns::run_in(&namespaces.netns, Some(&namespaces.uts), move || {
             // The child inherits this thread's namespaces; tokio must see it to reap it.
             let _context = runtime.enter();
-            let (program, args) = spec.argv.split_first().expect("validated: a program to run");
+            let (program, args) = argv.split_first().expect("validated: a program to run");
             tokio::process::Command::new(program)
                 .args(args)
                 .env_clear()
-                .envs(spec.env.iter().map(|(key, value)| (key, value)))
+                .envs(env.iter().map(|(key, value)| (key, value)))
                 .current_dir("/")
                 .stdin(Stdio::null())
-                .stdout(Stdio::from(output))
-                .stderr(Stdio::from(errors))
+                .stdout(output)
+                .stderr(errors)
                 .process_group(0)
+                .kill_on_drop(true)
                 .spawn()
         })
         .map_err(std::io::Error::other)?
@@ -241,47 +333,151 @@ async fn launch(spec: &ContainerSpec, namespaces: &Namespaces, log: &PathBuf) ->
     .map_err(std::io::Error::other)?
 }
 
-/// Marks the container ready once its port accepts a connection; never returns.
-async fn probe_ready(port: Option<u16>, namespaces: &Namespaces, status: &Arc<Mutex<ContainerStatus>>) {
-    if let Some(port) = port {
-        loop {
-            let netns = namespaces.netns.clone();
-            let accepted = tokio::task::spawn_blocking(move || {
-                netns
-                    .run(|| {
-                        std::net::TcpStream::connect_timeout(
-                            &([127, 0, 0, 1], port).into(),
-                            Duration::from_millis(200),
-                        )
-                        .is_ok()
-                    })
-                    .unwrap_or(false)
-            })
-            .await
-            .unwrap_or(false);
-            if accepted {
-                let mut status = status.lock().expect("status lock");
-                status.ready = true;
-                status.settled = true;
-                break;
+/// Keeps the container's readiness up to date; never returns.
+async fn probe_readiness(
+    readiness: &Readiness,
+    env: &[(String, String)],
+    namespaces: &Namespaces,
+    shared: &Shared,
+) {
+    match readiness {
+        Readiness::Running => {}
+        Readiness::Listening(port) => {
+            // A built-in server is ready once it listens; it stays ready while it runs.
+            while !run_action(&Action::Tcp(*port), env, namespaces, Duration::from_millis(200)).await {
+                tokio::time::sleep(Duration::from_millis(25)).await;
             }
-            tokio::time::sleep(PROBE_INTERVAL).await;
+            shared.update(|s| {
+                s.ready = true;
+                s.settled = true;
+            });
+        }
+        Readiness::Probe(probe) => {
+            tokio::time::sleep(probe.initial_delay).await;
+            let (mut successes, mut failures) = (0, 0);
+            loop {
+                let started = Instant::now();
+                if run_action(&probe.action, env, namespaces, probe.timeout).await {
+                    successes += 1;
+                    failures = 0;
+                    if successes >= probe.success_threshold {
+                        shared.update(|s| {
+                            s.ready = true;
+                            s.settled = true;
+                        });
+                    }
+                } else {
+                    failures += 1;
+                    successes = 0;
+                    if failures >= probe.failure_threshold {
+                        shared.update(|s| {
+                            s.ready = false;
+                            s.settled = true;
+                        });
+                    }
+                }
+                tokio::time::sleep(probe.period.saturating_sub(started.elapsed())).await;
+            }
         }
     }
     std::future::pending::<()>().await;
 }
 
-/// SIGTERM to the whole process group, SIGKILL after the grace period.
-async fn terminate(child: &mut Child) {
+/// Runs a probe's or hook's action against the container; whether it succeeded in time.
+async fn run_action(
+    action: &Action,
+    env: &[(String, String)],
+    namespaces: &Namespaces,
+    timeout: Duration,
+) -> bool {
+    match action {
+        Action::Sleep(duration) => {
+            tokio::time::sleep((*duration).min(timeout)).await;
+            true
+        }
+        Action::Exec(argv) => {
+            let Ok(mut child) = launch(argv, env, namespaces, None).await else {
+                return false;
+            };
+            match tokio::time::timeout(timeout, child.wait()).await {
+                Ok(Ok(status)) => status.success(),
+                _ => {
+                    kill_group(&child);
+                    false
+                }
+            }
+        }
+        Action::Tcp(port) | Action::Http { port, .. } => {
+            let (netns, port, path) = (
+                namespaces.netns.clone(),
+                *port,
+                match action {
+                    Action::Http { path, .. } => Some(path.clone()),
+                    _ => None,
+                },
+            );
+            tokio::task::spawn_blocking(move || {
+                netns
+                    .run(|| check_port(port, path.as_deref(), timeout))
+                    .unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false)
+        }
+    }
+}
+
+/// Connects to `port` on localhost; with `path`, asks for it over HTTP and checks the status.
+fn check_port(port: u16, path: Option<&str>, timeout: Duration) -> bool {
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout) else {
+        return false;
+    };
+    let Some(path) = path else { return true };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\nUser-Agent: kube-probe/1.32\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    if stream.read_exact(&mut head).is_err() {
+        return false;
+    }
+    std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|code| code.parse::<u16>().ok())
+        .is_some_and(|code| (200..400).contains(&code))
+}
+
+/// The preStop hook, SIGTERM to the whole process group, SIGKILL when `grace` is over.
+async fn terminate(
+    child: &mut Child,
+    grace: Duration,
+    pre_stop: Option<&Action>,
+    env: &[(String, String)],
+    namespaces: &Namespaces,
+) {
+    let deadline = Instant::now() + grace;
+    if let Some(hook) = pre_stop {
+        run_action(hook, env, namespaces, grace).await;
+    }
     let Some(pid) = child.id() else { return };
     let group = Pid::from_raw(pid as i32);
     let _ = killpg(group, Signal::SIGTERM);
-    if tokio::time::timeout(GRACE_PERIOD, child.wait()).await.is_err() {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if tokio::time::timeout(remaining, child.wait()).await.is_err() {
         let _ = killpg(group, Signal::SIGKILL);
         let _ = child.wait().await;
     }
     // Children that left the group's leader behind still belong to the group.
     let _ = killpg(group, Signal::SIGKILL);
+}
+
+fn kill_group(child: &Child) {
+    if let Some(pid) = child.id() {
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
 }
 
 fn exit_signal(status: &std::process::ExitStatus) -> i32 {
@@ -290,7 +486,6 @@ fn exit_signal(status: &std::process::ExitStatus) -> i32 {
 }
 
 fn append_log(log: &PathBuf, text: &str) {
-    use std::io::Write;
     if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(log) {
         let _ = file.write_all(text.as_bytes());
     }

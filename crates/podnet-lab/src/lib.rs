@@ -5,21 +5,25 @@
 //! kernel: pods are wired by podnet's CNI plugins, invoked through the CNI protocol exactly as
 //! containerd would invoke them.
 //!
-//! Layout: [`spec`] reads lab files; [`controlplane`] decides (pure); [`daemon`] owns a running
-//! lab, using [`topology`] for nodes, [`sandbox`] for pods, [`containers`] for processes and
-//! [`reaper`] for teardown; [`client`] is the command line's side of [`protocol`].
+//! Layout: [`spec`] reads lab files; [`controlplane`] decides (pure) what the [`cluster`]
+//! should hold; [`daemon`] owns a running lab, using [`topology`] for nodes, [`sandbox`] for
+//! pods, [`kubelet`] and [`containers`] for processes, and [`reaper`] for teardown; [`client`]
+//! is the command line's side of [`protocol`], [`source`] the node agents' side.
 
 pub mod builtin;
 pub mod client;
+pub mod cluster;
 pub mod containers;
 pub mod controlplane;
 pub mod daemon;
+pub mod failures;
+pub mod kubelet;
 pub mod paths;
 pub mod protocol;
 pub mod reaper;
 pub mod sandbox;
+pub mod source;
 pub mod spec;
-mod stable_hash;
 pub mod topology;
 pub mod workload;
 

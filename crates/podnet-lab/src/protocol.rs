@@ -1,12 +1,14 @@
 //! The lab daemon's control protocol on the lab's Unix socket: one JSON request per connection,
-//! answered by one JSON response, or, for `Watch`, by a stream of cluster states, one JSON line
-//! each.
+//! answered by one JSON response, or, for `Watch`, by a stream of watch events, one JSON line
+//! each (the lab's side of the source seam: lists, then changes, kind by kind).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+use podnet_model::Kind;
 
 use crate::containers::ContainerStatus;
 
@@ -31,9 +33,12 @@ pub enum Request {
     },
     /// Tear everything down and exit.
     Down,
-    /// Stream the cluster state (one JSON line per change) until the connection closes: the
-    /// source seam as node agents in the lab see it.
-    Watch,
+    /// Stream watch events of these kinds (one JSON line each) until the connection closes:
+    /// the source seam as node agents in the lab see it.
+    Watch {
+        /// The kinds to list and watch.
+        kinds: Vec<Kind>,
+    },
 }
 
 /// The daemon's answer.
@@ -64,6 +69,25 @@ pub struct LabStatus {
     pub nodes: Vec<NodeStatus>,
     /// The pods.
     pub pods: Vec<PodStatus>,
+    /// The services.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// One service's row, as `kubectl get services` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// The service's namespace.
+    pub namespace: String,
+    /// The service's name.
+    pub name: String,
+    /// ClusterIP, NodePort, LoadBalancer or ExternalName.
+    pub kind: String,
+    /// Its ClusterIP, `None` for a headless service.
+    pub cluster_ip: String,
+    /// Load-balancer and external addresses, or the external name.
+    pub external: String,
+    /// `80/TCP`, `80:31000/TCP`.
+    pub ports: String,
 }
 
 /// One node's row.
@@ -94,28 +118,11 @@ pub struct PodStatus {
     pub netns: String,
     /// Its containers.
     pub containers: Vec<ContainerStatus>,
+    /// `Running`, `Pending`, `Terminating`, `ContainerCreating`, `CrashLoopBackOff`, ..., as
+    /// `kubectl get pods` says.
+    pub phase: String,
     /// Why the pod is not running, when it is not.
     pub message: Option<String>,
-}
-
-impl PodStatus {
-    /// `Running`, `ContainerCreating`, `CrashLoopBackOff`, ..., as `kubectl get pods` says.
-    pub fn phase(&self) -> String {
-        if self.message.is_some() {
-            return "Failed".into();
-        }
-        self.containers
-            .iter()
-            .find_map(|container| {
-                (container.state != "Running").then(|| {
-                    container
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| container.state.clone())
-                })
-            })
-            .unwrap_or_else(|| "Running".into())
-    }
 }
 
 /// Where to run a command: the container's namespaces and environment.

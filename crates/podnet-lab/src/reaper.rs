@@ -11,6 +11,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use podnet_netlink::{Netns, NetnsId, netns::NETNS_RUN_DIR};
 
+use crate::failures::Failures;
 use crate::paths::LabPaths;
 
 /// The processes whose network namespace is `netns`.
@@ -46,8 +47,8 @@ pub fn delete_netns(name: &str) -> Result<(), podnet_netlink::Error> {
 
 /// Removes every namespace and file of lab `paths`, whatever state it was left in.
 /// Returns what could not be removed.
-pub fn sweep(paths: &LabPaths) -> Vec<String> {
-    let mut failures = Vec::new();
+pub fn sweep(paths: &LabPaths) -> Failures {
+    let mut failures = Failures::new();
     let mut names: Vec<String> = std::fs::read_dir(NETNS_RUN_DIR)
         .map(|entries| {
             entries
@@ -60,15 +61,11 @@ pub fn sweep(paths: &LabPaths) -> Vec<String> {
     // Pods (`LAB_NS_POD`) before nodes and the fabric (`LAB_NAME`), as in an orderly shutdown.
     names.sort_by_key(|name| std::cmp::Reverse(name.matches('_').count()));
     for name in names {
-        if let Err(err) = delete_netns(&name) {
-            failures.push(format!("namespace {name}: {err}"));
-        }
+        failures.check(format!("namespace {name}"), delete_netns(&name));
     }
     // UTS pins are bind mounts below the state directory: unmount before removing it.
     for pin in uts_pins(paths.root()) {
-        if let Err(err) = podnet_netlink::UtsNs::delete(&pin) {
-            failures.push(format!("{}: {err}", pin.display()));
-        }
+        failures.check(pin.display(), podnet_netlink::UtsNs::delete(&pin));
     }
     match std::fs::remove_dir_all(paths.root()) {
         Ok(()) => {}

@@ -19,6 +19,7 @@ use podnet_model::ObjectKey;
 use podnet_netlink::{Netns, UtsNs};
 use serde_json::{Value, json};
 
+use crate::failures::Failures;
 use crate::paths::LabPaths;
 use crate::reaper;
 use crate::topology::NodeRuntime;
@@ -210,8 +211,8 @@ pub fn destroy(
     key: &ObjectKey,
     pod: &Pod,
     sandbox: Sandbox,
-) -> Vec<String> {
-    let mut failures = Vec::new();
+) -> Failures {
+    let mut failures = Failures::new();
     if let Some((id, result)) = sandbox.attachment {
         let netns_path = sandbox.netns.path().to_owned();
         let eth0 = pod_attachment(&id, &netns_path, pod);
@@ -227,12 +228,11 @@ pub fn destroy(
     drop(sandbox.netns);
     drop(sandbox.uts);
     let dir = paths.pod_dir(key);
-    if let Err(err) = UtsNs::delete(&dir.join("uts")) {
-        failures.push(err.to_string());
-    }
-    if let Err(err) = reaper::delete_netns(&paths.pod_netns(key)) {
-        failures.push(err.to_string());
-    }
+    failures.check("remove the UTS namespace", UtsNs::delete(&dir.join("uts")));
+    failures.check(
+        "delete the network namespace",
+        reaper::delete_netns(&paths.pod_netns(key)),
+    );
     if let Err(err) = std::fs::remove_dir_all(&dir)
         && err.kind() != std::io::ErrorKind::NotFound
     {

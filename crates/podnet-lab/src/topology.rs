@@ -18,8 +18,9 @@ use podnet_netlink::{Netlink, Netns, Route, UtsNs, VethPair, sysctl};
 use serde_json::{Value, json};
 
 use crate::controlplane::NODE_NETWORK;
+use crate::failures::Failures;
 use crate::paths::LabPaths;
-use crate::stable_hash::fnv1a;
+use podnet_model::stable_hash::fnv1a;
 
 /// Name of the underlay bridge inside the fabric namespace.
 const UNDERLAY_BRIDGE: &str = "underlay";
@@ -234,31 +235,24 @@ fn build_node(
 }
 
 /// Removes a node's namespaces and directory (its pods must be gone already); idempotent.
-pub fn delete_node(paths: &LabPaths, name: &str) -> Vec<TopologyError> {
-    let mut errors = Vec::new();
+pub fn delete_node(paths: &LabPaths, name: &str) -> Failures {
+    let mut failures = Failures::new();
     let dir = paths.node_dir(name);
-    if let Err(err) = UtsNs::delete(&dir.join("uts")) {
-        errors.push(TopologyError::Kernel {
-            what: format!("remove the UTS namespace of {name}"),
-            source: err,
-        });
-    }
+    failures.check(
+        format!("remove the UTS namespace of {name}"),
+        UtsNs::delete(&dir.join("uts")),
+    );
     // Deleting the node's namespace deletes eth0 and, with it, its underlay port.
-    if let Err(err) = crate::reaper::delete_netns(&paths.node_netns(name)) {
-        errors.push(TopologyError::Kernel {
-            what: format!("delete node {name}"),
-            source: err,
-        });
-    }
+    failures.check(
+        format!("delete node {name}"),
+        crate::reaper::delete_netns(&paths.node_netns(name)),
+    );
     if let Err(source) = std::fs::remove_dir_all(&dir)
         && source.kind() != std::io::ErrorKind::NotFound
     {
-        errors.push(TopologyError::Io {
-            what: format!("remove {}", dir.display()),
-            source,
-        });
+        failures.push(format!("remove {}: {source}", dir.display()));
     }
-    errors
+    failures
 }
 
 /// A user's CNI configuration, with the plugins' files kept inside the lab's node directory.

@@ -3,21 +3,25 @@
 //!
 //! Kubernetes describes the network's inputs as API objects: a Node carries its pod subnet
 //! (`spec.podCIDR`) and addresses, a Pod its node (`spec.nodeName`) and, once its sandbox is
-//! wired, its IPs (`status.podIPs`). podnet's components never ask where these objects come from:
-//! they receive [`ClusterState`] snapshots from a [`ClusterSource`]. The lab's embedded control
+//! wired, its IPs (`status.podIPs`), a Service its virtual address and ports, an EndpointSlice
+//! the pod addresses behind a service. podnet's components never ask where these objects come
+//! from: they watch the kinds they need through a [`ClusterSource`]. The lab's embedded control
 //! plane is one source (`podnet-lab`); the Kubernetes API server, watched with kube-rs, is the
 //! other (`podnet-kube`).
 
-use std::collections::BTreeMap;
+mod object;
+mod source;
+pub mod stable_hash;
+
 use std::fmt;
-use std::sync::Arc;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
-
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+
+pub use object::{Kind, Object};
+pub use source::{Changes, ClusterSource, Event, Mirror};
 
 /// The namespace objects land in when they name none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -32,6 +36,14 @@ pub struct ObjectKey {
 }
 
 impl ObjectKey {
+    /// The key of a cluster-scoped object (a Node, a Namespace): no namespace.
+    pub fn cluster(name: &str) -> Self {
+        ObjectKey {
+            namespace: String::new(),
+            name: name.to_owned(),
+        }
+    }
+
     /// The key of a namespaced object, `default` when its metadata names no namespace.
     pub fn of(meta: &ObjectMeta) -> Self {
         ObjectKey {
@@ -46,62 +58,38 @@ impl ObjectKey {
 
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            return f.write_str(&self.name);
+        }
         write!(f, "{}/{}", self.namespace, self.name)
     }
 }
 
-/// A consistent snapshot of the objects podnet's components act on.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ClusterState {
-    /// Nodes by name.
-    pub nodes: BTreeMap<String, Node>,
-    /// Namespaces by name.
-    pub namespaces: BTreeMap<String, Namespace>,
-    /// Pods by namespace and name (a list on the wire, as the API server lists them).
-    #[serde(with = "pods_as_list")]
-    pub pods: BTreeMap<ObjectKey, Pod>,
+/// How pod traffic crosses between nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Backend {
+    /// Encapsulation in VXLAN.
+    Vxlan {
+        /// VXLAN network identifier (flannel's default: 1).
+        vni: u32,
+        /// UDP port (flannel's default: 8472).
+        port: u16,
+    },
+    /// Direct routes through the peer nodes' addresses.
+    HostGw,
 }
 
-/// JSON object keys must be strings: pods travel as a list, keyed again by their metadata.
-mod pods_as_list {
-    use std::collections::BTreeMap;
+impl Backend {
+    /// flannel's VXLAN defaults.
+    pub const DEFAULT_VXLAN: Backend = Backend::Vxlan { vni: 1, port: 8472 };
 
-    use k8s_openapi::api::core::v1::Pod;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    use super::ObjectKey;
-
-    pub fn serialize<S: Serializer>(
-        pods: &BTreeMap<ObjectKey, Pod>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(pods.values())
+    /// The backend's name, as configurations spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Vxlan { .. } => "vxlan",
+            Backend::HostGw => "host-gw",
+        }
     }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<BTreeMap<ObjectKey, Pod>, D::Error> {
-        let list = Vec::<Pod>::deserialize(deserializer)?;
-        Ok(list
-            .into_iter()
-            .map(|pod| (ObjectKey::of(&pod.metadata), pod))
-            .collect())
-    }
-}
-
-impl ClusterState {
-    /// The pods scheduled to `node`.
-    pub fn pods_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = (&'a ObjectKey, &'a Pod)> + 'a {
-        self.pods
-            .iter()
-            .filter(move |(_, pod)| pod_node(pod) == Some(node))
-    }
-}
-
-/// The source seam: where a component gets cluster state from.
-pub trait ClusterSource: Send + Sync {
-    /// The current state, then every later one; each new value replaces the previous whole.
-    fn subscribe(&self) -> watch::Receiver<Arc<ClusterState>>;
 }
 
 /// A node's pod subnets (`spec.podCIDRs`, else `spec.podCIDR`).
@@ -206,22 +194,5 @@ mod tests {
             vec!["10.244.1.2".parse::<std::net::IpAddr>().unwrap()]
         );
         assert!(!pod_host_network(&pod));
-    }
-
-    #[test]
-    fn cluster_state_round_trips_through_json() {
-        let mut state = ClusterState::default();
-        let pod = Pod {
-            metadata: ObjectMeta {
-                name: Some("web".into()),
-                namespace: Some("shop".into()),
-                ..ObjectMeta::default()
-            },
-            ..Pod::default()
-        };
-        state.pods.insert(ObjectKey::of(&pod.metadata), pod);
-        let text = serde_json::to_string(&state).unwrap();
-        let back: ClusterState = serde_json::from_str(&text).unwrap();
-        assert_eq!(back.pods.keys().next().unwrap().to_string(), "shop/web");
     }
 }

@@ -11,10 +11,12 @@
 //! neighbours, bridge FDB); business code never builds netlink messages itself.
 
 mod address;
+pub mod conntrack;
 mod error;
 mod link;
 mod neighbour;
 pub mod netns;
+pub mod nfnetlink;
 mod route;
 mod socket;
 pub mod sysctl;
@@ -24,5 +26,6 @@ pub use error::{Error, Result};
 pub use link::{Link, LinkKind, VethPair, Vxlan, format_mac};
 pub use neighbour::{FdbEntry, Neighbour};
 pub use netns::{Netns, NetnsId, UtsNs};
+pub use nfnetlink::NfNetlink;
 pub use route::{Route, RouteProtocol, RouteScope};
 pub use socket::Netlink;

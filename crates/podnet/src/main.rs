@@ -33,7 +33,7 @@ enum Command {
     #[command(subcommand)]
     Lab(lab::Command),
     /// The node agent: routes pod traffic between nodes, masquerades egress.
-    Agent(agent::AgentArgs),
+    Agent(podnet_agent::AgentArgs),
     /// A built-in workload (what the lab runs for traefik/whoami, nginx and pause images).
     Workload {
         /// whoami, nginx or pause.

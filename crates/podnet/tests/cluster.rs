@@ -12,6 +12,7 @@ const API_PORT: &str = "6443";
 
 fn node(name: &str, address: &str, pod_cidr: &str) -> Value {
     json!({
+        "kind": "Node",
         "metadata": {"name": name},
         "spec": {"podCIDR": pod_cidr},
         "status": {"addresses": [{"type": "InternalIP", "address": address}]},

@@ -177,7 +177,7 @@ fn lab_apply_adds_and_removes_nodes_leaving_the_rest_alone() {
     // And node3 leaves: its namespace, its pods and every route to it go.
     let changes = lab.apply(&lab_file("vxlan", 2));
     assert!(
-        changes.contains("pod default/third removed") && changes.contains("node node3 removed"),
+        changes.contains("pod default/third deleted") && changes.contains("node node3 removed"),
         "{changes}"
     );
     assert!(!run_ok("ip", &["netns", "list"]).contains(&format!("{}_node3", lab.name)));

@@ -382,7 +382,7 @@ fn attach(
 
     // 3. Masquerading, committed by nft while the links are being set up.
     if !unmasqueraded.is_empty() {
-        let mut elements = podnet_nft::Transaction::new();
+        let mut elements = podnet_nft::Script::new();
         firewall::masquerade_elements(&mut elements, Verb::Add, &unmasqueraded);
         undo.masquerading = Some(firewall::start(elements)?);
     }
@@ -549,7 +549,7 @@ fn rollback(
                 .copied()
                 .collect();
             if commit_failed && !still_claimed.is_empty() {
-                let mut elements = podnet_nft::Transaction::new();
+                let mut elements = podnet_nft::Script::new();
                 firewall::masquerade_elements(&mut elements, Verb::Add, &still_claimed);
                 firewall::start(elements)?.wait()?;
             }
@@ -807,9 +807,7 @@ fn claim_masquerade(
             first.push(*subnet);
         }
     }
-    if !subnets.is_empty()
-        && !podnet_nft::table_exists(podnet_nft::Family::Inet, firewall::TABLE).unwrap_or(false)
-    {
+    if !subnets.is_empty() && !firewall::table_present().unwrap_or(false) {
         return Ok(subnets.to_vec());
     }
     Ok(first)
@@ -842,12 +840,10 @@ fn forget_masquerade(resources: &[String]) -> Result<(), CniError> {
         .iter()
         .filter_map(|subnet| subnet.parse().ok())
         .collect();
-    if subnets.is_empty()
-        || !podnet_nft::table_exists(podnet_nft::Family::Inet, firewall::TABLE).unwrap_or(true)
-    {
+    if subnets.is_empty() || !firewall::table_present().unwrap_or(true) {
         return Ok(());
     }
-    let mut tx = podnet_nft::Transaction::new();
+    let mut tx = podnet_nft::Script::new();
     firewall::masquerade_elements(&mut tx, Verb::Delete, &subnets);
     Ok(tx.apply()?)
 }

@@ -280,7 +280,7 @@ impl Plugin for Portmap {
             }
             _ => Ok(()),
         };
-        let mut elements = podnet_nft::Transaction::new();
+        let mut elements = podnet_nft::Script::new();
         firewall::port_forward_elements(&mut elements, Verb::Add, &forwards);
         firewall::hairpin_elements(&mut elements, Verb::Add, &forwards);
         // One transaction: when it fails, nothing of it reached the kernel.
@@ -316,23 +316,10 @@ impl Plugin for Portmap {
             );
         }
         for forward in &installed {
-            let mut probe = podnet_nft::Transaction::new();
             // `get element` fails unless the element exists.
-            let v = firewall::family_suffix(forward.container_ip);
-            match forward.host_ip {
-                Some(host_ip) => probe.push_fmt(format_args!(
-                    "get element inet {} portmap-addr-{v} {{ {host_ip} . {} . {} }}",
-                    firewall::TABLE,
-                    forward.protocol,
-                    forward.host_port
-                )),
-                None => probe.push_fmt(format_args!(
-                    "get element inet {} portmap-any-{v} {{ {} . {} }}",
-                    firewall::TABLE,
-                    forward.protocol,
-                    forward.host_port
-                )),
-            };
+            let (set, element) = firewall::port_forward_element(forward);
+            let mut probe = podnet_nft::Script::new();
+            probe.get_elements(&podnet_nft::registry::CNI_TABLE, &set, [&element]);
             probe.apply().map_err(|_| {
                 CniError::generic(format!(
                     "host port {}/{} is not forwarded",
@@ -396,12 +383,10 @@ fn release(conf: &Conf, lock: &RecordLock, container_id: &str, ifname: &str) -> 
                 .filter(|forward| unheld_by(hairpin_claim(forward)))
                 .cloned()
                 .collect();
-            let mut tx = podnet_nft::Transaction::new();
+            let mut tx = podnet_nft::Script::new();
             firewall::port_forward_elements(&mut tx, Verb::Delete, &forwarded);
             firewall::hairpin_elements(&mut tx, Verb::Delete, &hairpins);
-            if tx.script().is_empty()
-                || !podnet_nft::table_exists(podnet_nft::Family::Inet, firewall::TABLE).unwrap_or(true)
-            {
+            if tx.is_empty() || !firewall::table_present().unwrap_or(true) {
                 return Ok(());
             }
             tx.apply().map_err(CniError::from)

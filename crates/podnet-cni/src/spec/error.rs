@@ -170,6 +170,9 @@ impl From<podnet_nft::Error> for CniError {
             podnet_nft::Error::Rejected { stderr, .. } => {
                 CniError::generic("nftables rejected podnet's rules").details(stderr)
             }
+            podnet_nft::Error::Netlink(err) => {
+                CniError::generic("nftables rejected podnet's rules").details(err.to_string())
+            }
         }
     }
 }

@@ -1,12 +1,14 @@
 """A stand-in for the Kubernetes API server, for tests of podnet in cluster mode.
 
-Serves Node objects the way the API server does for a list-then-watch client (kube-rs's
-watcher): `GET /api/v1/nodes` lists them with the collection's resourceVersion, and the same
-path with `watch=true` streams ADDED/MODIFIED/DELETED events as JSON lines (chunked). A test
-changes the cluster with `POST /podnet-test/event` and an event as the body: the event is applied
-to the list and sent to every open watch.
+Serves Nodes, Services and EndpointSlices the way the API server does for a list-then-watch
+client (kube-rs's watcher): `GET /api/v1/nodes` (or `/api/v1/services`,
+`/apis/discovery.k8s.io/v1/endpointslices`) lists them with the collection's resourceVersion,
+and the same path with `watch=true` streams ADDED/MODIFIED/DELETED events as JSON lines
+(chunked). A test changes the cluster with `POST /podnet-test/event` and an event as the body
+(the object's `kind` says its collection): the event is applied and sent to every open watch
+of that collection.
 
-    python3 fake_apiserver.py PORT NODES.json     (NODES.json: a JSON list of Node objects)
+    python3 fake_apiserver.py PORT OBJECTS.json     (OBJECTS.json: a JSON list of objects with `kind`)
 """
 
 import json
@@ -16,16 +18,31 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+# kind -> (collection path, apiVersion, list kind)
+KINDS = {
+    "Node": ("/api/v1/nodes", "v1", "NodeList"),
+    "Service": ("/api/v1/services", "v1", "ServiceList"),
+    "EndpointSlice": ("/apis/discovery.k8s.io/v1/endpointslices", "discovery.k8s.io/v1", "EndpointSliceList"),
+}
+PATHS = {path: kind for kind, (path, _, _) in KINDS.items()}
+
 lock = threading.Lock()
 version = 1
-nodes = {}
-watchers = []
+objects = {kind: {} for kind in KINDS}
+watchers = {kind: [] for kind in KINDS}
+
+
+def key(obj):
+    meta = obj["metadata"]
+    return (meta.get("namespace", ""), meta["name"])
 
 
 def stamp(obj):
-    obj.setdefault("apiVersion", "v1")
-    obj.setdefault("kind", "Node")
+    kind = obj["kind"]
+    obj.setdefault("apiVersion", KINDS[kind][1])
     obj.setdefault("metadata", {})["resourceVersion"] = str(version)
+    if kind != "Node":
+        obj["metadata"].setdefault("namespace", "default")
     return obj
 
 
@@ -45,23 +62,24 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         url = urlparse(self.path)
-        if url.path != "/api/v1/nodes":
+        kind = PATHS.get(url.path)
+        if kind is None:
             self.send_json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                  "reason": "NotFound", "code": 404, "message": url.path})
             return
         if parse_qs(url.query).get("watch", ["false"])[0] in ("1", "true"):
-            self.watch()
+            self.watch(kind)
             return
         with lock:
-            body = {"kind": "NodeList", "apiVersion": "v1",
+            body = {"kind": KINDS[kind][2], "apiVersion": KINDS[kind][1],
                     "metadata": {"resourceVersion": str(version)},
-                    "items": list(nodes.values())}
+                    "items": list(objects[kind].values())}
         self.send_json(200, body)
 
-    def watch(self):
+    def watch(self, kind):
         events = queue.Queue()
         with lock:
-            watchers.append(events)
+            watchers[kind].append(events)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
@@ -75,7 +93,7 @@ class Handler(BaseHTTPRequestHandler):
             pass
         finally:
             with lock:
-                watchers.remove(events)
+                watchers[kind].remove(events)
 
     def do_POST(self):
         global version
@@ -84,21 +102,22 @@ class Handler(BaseHTTPRequestHandler):
         with lock:
             version += 1
             obj = stamp(event["object"])
-            name = obj["metadata"]["name"]
+            kind = obj["kind"]
             if event["type"] == "DELETED":
-                nodes.pop(name, None)
+                objects[kind].pop(key(obj), None)
             else:
-                nodes[name] = obj
-            for events in watchers:
+                objects[kind][key(obj)] = obj
+            for events in watchers[kind]:
                 events.put({"type": event["type"], "object": obj})
-        self.send_json(200, {"applied": event["type"], "watchers": len(watchers)})
+        self.send_json(200, {"applied": event["type"], "watchers": len(watchers[kind])})
 
 
 def main():
     port, path = int(sys.argv[1]), sys.argv[2]
     with open(path) as file:
-        for node in json.load(file):
-            nodes[node["metadata"]["name"]] = stamp(node)
+        for obj in json.load(file):
+            obj = stamp(obj)
+            objects[obj["kind"]][key(obj)] = obj
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     server.serve_forever()

@@ -1,8 +1,8 @@
 //! Bringing the node's kernel to a [`NodePlan`]: read what is there, change only the difference.
 //!
-//! The agent owns exactly these objects, and only these: the `cni0` bridge's gateway address,
-//! `podnet.*` VXLAN links with their neighbour and FDB entries, main-table routes tagged with
-//! [`ROUTE_PROTOCOL`], and the `podnet-egress` nftables table. A restarted agent finds them,
+//! The routing controller owns exactly these objects, and only these: the `cni0` bridge's
+//! gateway address, `podnet.*` VXLAN links with their neighbour and FDB entries, and main-table
+//! routes tagged with [`ROUTE_PROTOCOL`]. A restarted agent finds them,
 //! keeps what is right, fixes what is wrong and deletes what is stale; everything else on the
 //! node is left alone. Nothing is flushed first, so traffic keeps flowing while it works.
 
@@ -13,13 +13,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnet::{IpNet, Ipv4Net};
 use podnet_netlink::{FdbEntry, Link, LinkKind, Neighbour, Netlink, Route, RouteProtocol, RouteScope, Vxlan};
 
-use crate::cniconf::{self, BRIDGE, CniTarget};
-use crate::egress;
-use crate::plan::{Facts, NodePlan, Overlay};
+use podnet_nft::registry::ROUTE_PROTOCOL;
 
-/// The route protocol number podnet's routes carry (`ip route ... proto 112`), so the agent can
-/// tell its routes from everybody else's after a restart.
-pub const ROUTE_PROTOCOL: u8 = 112;
+use super::cniconf::{self, BRIDGE, CniTarget};
+use super::plan::{Facts, NodePlan, Overlay};
 /// Prefix of the VXLAN links the agent owns.
 const VXLAN_PREFIX: &str = "podnet.";
 
@@ -29,9 +26,6 @@ pub enum ApplyError {
     /// A netlink operation failed.
     #[error(transparent)]
     Kernel(#[from] podnet_netlink::Error),
-    /// The egress table could not be installed.
-    #[error(transparent)]
-    Nft(#[from] podnet_nft::Error),
     /// The CNI configuration could not be written.
     #[error("write {path}: {source}")]
     Io {
@@ -46,13 +40,10 @@ pub enum ApplyError {
     NoUplink(Ipv4Addr),
 }
 
-/// Applies plans to the kernel, remembering what it last wrote where reading it back would be
-/// costly. Links, addresses and routes go to the namespace of the thread that created it (its
-/// netlink socket stays there), the egress table to the namespace `nft` runs in: the agent keeps
-/// both the same by running wholly inside its node's namespace.
+/// Applies plans to the kernel. Links, addresses and routes go to the namespace of the thread
+/// that created it (its netlink socket stays there).
 pub struct Applier {
     netlink: Netlink,
-    egress_applied: Option<String>,
 }
 
 /// What an apply changed, for the log.
@@ -69,7 +60,6 @@ impl Applier {
     pub fn new() -> Result<Self, ApplyError> {
         Ok(Applier {
             netlink: Netlink::connect()?,
-            egress_applied: None,
         })
     }
 
@@ -137,19 +127,6 @@ impl Applier {
                     .collect();
                 self.routes(routes, &mut changes)?;
             }
-        }
-        // The table is rewritten when the plan changes it, and when somebody removed it (an
-        // `nft flush ruleset`, a firewall reload): the probe is one netlink round trip.
-        let egress = egress::transaction(plan);
-        if self.egress_applied.as_deref() != Some(egress.script())
-            || !podnet_nft::table_exists(podnet_nft::Family::Ip, egress::TABLE).unwrap_or(false)
-        {
-            egress.apply()?;
-            self.egress_applied = Some(egress.script().to_owned());
-            changes.lines.push(format!(
-                "egress: masquerade {} to outside {:?}",
-                plan.pod_cidr, plan.cluster_cidrs
-            ));
         }
         if let Some(target) = cni {
             let text = cniconf::render(plan, target);

@@ -15,40 +15,15 @@
 //! Either way pod addresses are never translated between nodes; only traffic leaving the
 //! cluster is masqueraded (see [`crate::egress`]).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
-use podnet_model::{ClusterState, node_ipv4, node_pod_cidrs};
+use k8s_openapi::api::core::v1::Node;
+use podnet_model::{Backend, node_ipv4, node_pod_cidrs};
 
 /// Bytes a VXLAN encapsulation adds: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8.
 pub const VXLAN_OVERHEAD: u32 = 50;
-
-/// How pod traffic crosses between nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// Encapsulation in VXLAN.
-    Vxlan {
-        /// VXLAN network identifier (flannel's default: 1).
-        vni: u32,
-        /// UDP port (flannel's default: 8472).
-        port: u16,
-    },
-    /// Direct routes through the peer nodes' addresses.
-    HostGw,
-}
-
-impl Backend {
-    /// flannel's VXLAN defaults.
-    pub const DEFAULT_VXLAN: Backend = Backend::Vxlan { vni: 1, port: 8472 };
-
-    /// The backend's name, as configurations spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Vxlan { .. } => "vxlan",
-            Backend::HostGw => "host-gw",
-        }
-    }
-}
 
 /// What the agent read from its own node's kernel before planning.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,8 +49,6 @@ pub struct NodePlan {
     pub gateway: Ipv4Net,
     /// The MTU pods must use so their packets fit the backend.
     pub pod_mtu: u32,
-    /// Every node's pod subnet: the cluster's pod network, never masqueraded.
-    pub cluster_cidrs: Vec<Ipv4Net>,
     /// The cross-node part.
     pub overlay: Overlay,
     /// Peers left out of the plan, and why (a pod subnet that would clash with another route).
@@ -152,12 +125,9 @@ pub fn vxlan_link_name(vni: u32) -> String {
 }
 
 /// Node `name`'s IPv4 underlay address and pod subnet, the two facts every plan starts from.
-pub fn own_identity(name: &str, state: &ClusterState) -> Result<(Ipv4Addr, Ipv4Net), PlanError> {
+pub fn own_identity(name: &str, nodes: &BTreeMap<String, Node>) -> Result<(Ipv4Addr, Ipv4Net), PlanError> {
     let node_error = |message: &str| PlanError::Node(name.to_owned(), message.to_owned());
-    let node = state
-        .nodes
-        .get(name)
-        .ok_or_else(|| node_error("no such Node object"))?;
+    let node = nodes.get(name).ok_or_else(|| node_error("no such Node object"))?;
     network_identity(node)
         .ok_or_else(|| node_error("needs an IPv4 InternalIP and an IPv4 podCIDR of /30 or larger"))
 }
@@ -166,16 +136,16 @@ pub fn own_identity(name: &str, state: &ClusterState) -> Result<(Ipv4Addr, Ipv4N
 pub fn plan(
     name: &str,
     backend: Backend,
-    state: &ClusterState,
+    nodes: &BTreeMap<String, Node>,
     facts: &Facts,
 ) -> Result<NodePlan, PlanError> {
-    let (address, pod_cidr) = own_identity(name, state)?;
+    let (address, pod_cidr) = own_identity(name, nodes)?;
     let gateway = Ipv4Net::new(next(pod_cidr.network()), pod_cidr.prefix_len()).expect("valid prefix");
     // A peer subnet overlapping this node's, another peer's or the underlay would replace a
     // route that traffic depends on: such peers are left out, and said so.
     let mut peers: Vec<(String, Ipv4Addr, Ipv4Net)> = Vec::new();
     let mut skipped_peers = Vec::new();
-    for (peer, node) in state.nodes.iter().filter(|(peer, _)| peer.as_str() != name) {
+    for (peer, node) in nodes.iter().filter(|(peer, _)| peer.as_str() != name) {
         let Some((peer_address, cidr)) = network_identity(node) else {
             skipped_peers.push(format!(
                 "node {peer}: no IPv4 InternalIP and podCIDR (yet); not routed"
@@ -200,10 +170,6 @@ pub fn plan(
             None => peers.push((peer.clone(), peer_address, cidr)),
         }
     }
-    let mut cluster_cidrs: Vec<Ipv4Net> = std::iter::once(pod_cidr)
-        .chain(peers.iter().map(|(_, _, cidr)| *cidr))
-        .collect();
-    cluster_cidrs.sort();
     let (overlay, pod_mtu) = match backend {
         Backend::Vxlan { vni, port } => {
             let mtu = facts.uplink_mtu - VXLAN_OVERHEAD;
@@ -270,7 +236,6 @@ pub fn plan(
         pod_cidr,
         gateway,
         pod_mtu,
-        cluster_cidrs,
         overlay,
         skipped_peers,
     })
@@ -278,7 +243,7 @@ pub fn plan(
 
 /// A node's IPv4 underlay address and pod subnet, when it has both and the subnet has room for
 /// a gateway and a pod (/30 or larger). A subnet written with host bits counts as its network.
-fn network_identity(node: &k8s_openapi::api::core::v1::Node) -> Option<(Ipv4Addr, Ipv4Net)> {
+fn network_identity(node: &Node) -> Option<(Ipv4Addr, Ipv4Net)> {
     let address = node_ipv4(node, "InternalIP")?;
     let cidr = node_pod_cidrs(node).into_iter().find_map(|cidr| match cidr {
         IpNet::V4(v4) => Some(v4.trunc()),
@@ -294,7 +259,7 @@ fn next(ip: Ipv4Addr) -> Ipv4Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeSpec, NodeStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn node(name: &str, address: &str, cidr: &str) -> (String, Node) {
@@ -318,17 +283,14 @@ mod tests {
         (name.to_owned(), node)
     }
 
-    fn cluster() -> ClusterState {
-        ClusterState {
-            nodes: [
-                node("node1", "192.168.10.11", "10.244.0.0/24"),
-                node("node2", "192.168.10.12", "10.244.1.0/24"),
-                node("node3", "192.168.10.13", "10.244.2.0/24"),
-            ]
-            .into_iter()
-            .collect(),
-            ..ClusterState::default()
-        }
+    fn cluster() -> BTreeMap<String, Node> {
+        [
+            node("node1", "192.168.10.11", "10.244.0.0/24"),
+            node("node2", "192.168.10.12", "10.244.1.0/24"),
+            node("node3", "192.168.10.13", "10.244.2.0/24"),
+        ]
+        .into_iter()
+        .collect()
     }
 
     fn facts() -> Facts {
@@ -345,7 +307,6 @@ mod tests {
         let plan = plan("node1", Backend::DEFAULT_VXLAN, &cluster(), &facts()).unwrap();
         assert_eq!(plan.gateway.to_string(), "10.244.0.1/24");
         assert_eq!(plan.pod_mtu, 1450);
-        assert_eq!(plan.cluster_cidrs.len(), 3);
         let Overlay::Vxlan { link, vtep, peers } = plan.overlay else {
             panic!("vxlan")
         };
@@ -373,7 +334,7 @@ mod tests {
             ("10.244.0.0/24".parse().unwrap(), "192.168.10.11".parse().unwrap())
         );
         let mut far = cluster();
-        far.nodes.extend([node("node4", "172.20.0.4", "10.244.3.0/24")]);
+        far.extend([node("node4", "172.20.0.4", "10.244.3.0/24")]);
         let err = super::plan("node1", Backend::HostGw, &far, &facts()).unwrap_err();
         assert!(
             err.to_string().contains("node node4 (172.20.0.4) is not on eth0"),
@@ -385,8 +346,7 @@ mod tests {
     fn an_unknown_or_incomplete_node_cannot_be_planned() {
         assert!(plan("node9", Backend::HostGw, &cluster(), &facts()).is_err());
         let mut tiny = cluster();
-        tiny.nodes
-            .extend([node("node1", "192.168.10.11", "10.244.0.0/31")]);
+        tiny.extend([node("node1", "192.168.10.11", "10.244.0.0/31")]);
         let err = plan("node1", Backend::HostGw, &tiny, &facts()).unwrap_err();
         assert!(err.to_string().contains("/30 or larger"), "{err}");
     }
@@ -394,7 +354,7 @@ mod tests {
     #[test]
     fn peers_whose_subnets_clash_are_left_out_and_named() {
         let mut state = cluster();
-        state.nodes.extend([
+        state.extend([
             node("node4", "192.168.10.14", "10.244.1.0/25"),
             node("node5", "192.168.10.15", "10.244.0.0/24"),
             node("node6", "192.168.10.16", "192.168.10.0/24"),
@@ -435,7 +395,7 @@ mod tests {
                 address: "fd00::11".into(),
             },
         );
-        state.nodes.insert("node1".into(), dual);
+        state.insert("node1".into(), dual);
         let plan = plan("node1", Backend::DEFAULT_VXLAN, &state, &facts()).unwrap();
         assert_eq!(plan.address.to_string(), "192.168.10.11");
     }

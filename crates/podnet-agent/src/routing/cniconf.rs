@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::plan::NodePlan;
+use super::plan::NodePlan;
 
 /// The name of the network podnet configures.
 pub const NETWORK: &str = "podnet";

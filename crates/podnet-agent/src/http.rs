@@ -1,0 +1,115 @@
+//! A very small HTTP/1.1 server for the agent's health and metrics endpoints: one thread per
+//! listening port, one short request per connection, as probes and Prometheus scrapes are.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// An answer: status code, content type, body.
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// The content type.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: String,
+}
+
+/// Answers a request for a path.
+pub type Handler = Arc<dyn Fn(&str) -> Answer + Send + Sync>;
+
+/// A listening server; it stops when dropped.
+pub struct Server {
+    address: SocketAddr,
+    stopped: Arc<AtomicBool>,
+}
+
+impl Server {
+    /// Listens on `address` and answers every request with `handler`.
+    pub fn start(address: SocketAddr, handler: Handler) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(address)?;
+        let address = listener.local_addr()?;
+        let stopped = Arc::new(AtomicBool::new(false));
+        let flag = stopped.clone();
+        std::thread::Builder::new()
+            .name(format!("http-{}", address.port()))
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    if flag.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if let Ok(stream) = stream {
+                        let handler = handler.clone();
+                        std::thread::spawn(move || answer(stream, &handler));
+                    }
+                }
+            })?;
+        Ok(Server { address, stopped })
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        // Wake the accepting thread so that it sees the flag.
+        let wake = match self.address {
+            SocketAddr::V4(v4) if v4.ip().is_unspecified() => SocketAddr::from(([127, 0, 0, 1], v4.port())),
+            other => other,
+        };
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(100));
+    }
+}
+
+fn answer(stream: TcpStream, handler: &Handler) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    // Headers are read and ignored.
+    loop {
+        let mut header = String::new();
+        match reader.read_line(&mut header) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if header.trim().is_empty() => break,
+            Ok(_) => {}
+        }
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("/");
+    let path = path.split('?').next().unwrap_or(path);
+    let answer = handler(path);
+    let reason = match answer.status {
+        200 => "OK",
+        404 => "Not Found",
+        503 => "Service Unavailable",
+        _ => "",
+    };
+    let _ = write!(
+        writer,
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        answer.status,
+        answer.content_type,
+        answer.body.len(),
+        answer.body
+    );
+}
+
+/// A 404 for paths nobody serves.
+pub fn not_found() -> Answer {
+    Answer {
+        status: 404,
+        content_type: "text/plain; charset=utf-8",
+        body: "404 page not found\n".into(),
+    }
+}

@@ -1,0 +1,526 @@
+//! The service proxy: kube-proxy's job, on nftables.
+//!
+//! It watches Services, EndpointSlices and Nodes, keeps what the data path needs of them
+//! ([`model`]), plans each changed service ([`plan`]) into the elements and chains of its
+//! table ([`table`]), and sends the difference as one transaction ([`podnet_nft::Syncer`]).
+//! Around the table: UDP flows to removed endpoints are forgotten ([`conntrack`]), load-balancer
+//! addresses are announced on the segment ([`announce`]), and the health-check node ports of
+//! `externalTrafficPolicy: Local` load balancers are answered, as kube-proxy answers them.
+
+pub mod announce;
+pub mod conntrack;
+pub mod model;
+pub mod plan;
+pub mod table;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ipnet::{IpNet, Ipv4Net};
+use podnet_model::{Event, Kind, Mirror, Object, ObjectKey};
+use podnet_netlink::{Netlink, NfNetlink};
+use podnet_nft::registry::PROXY_TABLE;
+use podnet_nft::{Datum, Element, Kernel, Syncer};
+use serde_json::json;
+
+use crate::controller::{Controller, Reconciled};
+use crate::http::{Answer, Server};
+use crate::metrics::{Metrics, SyncReport};
+use model::{ServiceInfo, SliceInfo, UDP};
+use plan::{PlannedPort, ServicePlan};
+use table::Shared;
+
+/// The element group of the cluster's pod subnets.
+const POD_CIDRS_GROUP: &str = "";
+
+/// What the proxy knows of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NodeInfo {
+    pod_cidr: Option<Ipv4Net>,
+    address: Option<Ipv4Addr>,
+}
+
+/// What was programmed for one service.
+#[derive(Debug, Default)]
+struct Programmed {
+    shared: BTreeSet<Shared>,
+    chains: Vec<String>,
+    sets: Vec<String>,
+    ports: Vec<PlannedPort>,
+    health_check: Option<(u16, usize)>,
+    announce: Vec<(Ipv4Addr, Option<BTreeSet<Box<str>>>)>,
+}
+
+/// The service proxy controller of one node.
+pub struct Proxy {
+    node: String,
+    services: Mirror<ServiceInfo>,
+    slices: Mirror<SliceInfo>,
+    nodes: Mirror<NodeInfo>,
+    /// The slices of each service.
+    slices_of: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// Services to plan again.
+    dirty: HashSet<ObjectKey>,
+    nodes_changed: bool,
+    programmed: HashMap<ObjectKey, Programmed>,
+    /// How many services use each shared chain.
+    shared_users: BTreeMap<Shared, usize>,
+    syncer: Syncer<String, Kernel>,
+    started: bool,
+    conntrack: Option<NfNetlink>,
+    routes: Option<Netlink>,
+    announced: BTreeSet<Ipv4Addr>,
+    health_checks: HealthChecks,
+    metrics: Arc<Metrics>,
+}
+
+impl Proxy {
+    /// The proxy of node `node`, reporting to `metrics`.
+    pub fn new(node: &str, metrics: Arc<Metrics>) -> Self {
+        Proxy {
+            node: node.to_owned(),
+            services: Mirror::new(Kind::Service),
+            slices: Mirror::new(Kind::EndpointSlice),
+            nodes: Mirror::new(Kind::Node),
+            slices_of: HashMap::new(),
+            dirty: HashSet::new(),
+            nodes_changed: false,
+            programmed: HashMap::new(),
+            shared_users: BTreeMap::new(),
+            syncer: Syncer::new(PROXY_TABLE, Kernel::new()),
+            started: false,
+            conntrack: None,
+            routes: None,
+            announced: BTreeSet::new(),
+            health_checks: HealthChecks::default(),
+            metrics,
+        }
+    }
+
+    /// Plans service `key` again and hands its elements and chains to the syncer.
+    fn replan(&mut self, key: &ObjectKey) -> (Option<Vec<PlannedPort>>, Vec<PlannedPort>) {
+        let plan = match self.services.get(key) {
+            Some(service) => {
+                let slices: Vec<&SliceInfo> = self
+                    .slices_of
+                    .get(key)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|slice| self.slices.get(slice))
+                    .collect();
+                plan::plan_service(key, service, &slices, &self.node)
+            }
+            None => ServicePlan::default(),
+        };
+        let existed = self.programmed.contains_key(key);
+        let old = self.programmed.remove(key).unwrap_or_default();
+        for chain in &old.shared {
+            if let Some(users) = self.shared_users.get_mut(chain) {
+                *users -= 1;
+            }
+        }
+        for chain in &plan.shared {
+            *self.shared_users.entry(*chain).or_default() += 1;
+        }
+        let new_chains: Vec<String> = plan.chains.iter().map(|chain| chain.name.clone()).collect();
+        let new_sets: Vec<String> = plan.sets.iter().map(|set| set.name.clone()).collect();
+        for chain in old.chains.iter().filter(|chain| !new_chains.contains(chain)) {
+            self.syncer.remove_chain(chain);
+        }
+        for set in old.sets.iter().filter(|set| !new_sets.contains(set)) {
+            self.syncer.remove_set(set);
+        }
+        for set in plan.sets {
+            self.syncer.put_set(set);
+        }
+        for chain in plan.chains {
+            self.syncer.put_chain(chain);
+        }
+        let group = key.to_string();
+        if plan.elements.is_empty() {
+            self.syncer.remove_group(&group);
+        } else {
+            self.syncer.put_group(group, plan.elements);
+        }
+        let before = existed.then_some(old.ports);
+        let after = plan.ports.clone();
+        if self.services.get(key).is_some() {
+            self.programmed.insert(
+                key.clone(),
+                Programmed {
+                    shared: plan.shared,
+                    chains: new_chains,
+                    sets: new_sets,
+                    ports: plan.ports,
+                    health_check: plan.health_check,
+                    announce: plan.announce,
+                },
+            );
+        }
+        (before, after)
+    }
+
+    /// Keeps the shared chains some service uses (and those made at start), drops the rest.
+    fn shared_chains(&mut self) {
+        let preset: BTreeSet<Shared> = Shared::preset().into_iter().collect();
+        let mut unused = Vec::new();
+        for (chain, users) in &self.shared_users {
+            if *users > 0 || preset.contains(chain) {
+                self.syncer.put_chain(chain.chain());
+            } else {
+                self.syncer.remove_chain(&chain.name());
+                unused.push(*chain);
+            }
+        }
+        for chain in unused {
+            self.shared_users.remove(&chain);
+        }
+    }
+
+    /// The cluster's pod subnets, for masquerading decisions.
+    fn pod_cidrs(&mut self) {
+        let cidrs: BTreeSet<Ipv4Net> = self
+            .nodes
+            .objects()
+            .values()
+            .filter_map(|node| node.pod_cidr)
+            .collect();
+        let elements: Vec<(&str, Element)> = cidrs
+            .into_iter()
+            .map(|cidr| (table::POD_CIDRS, Element::key([Datum::Prefix(IpNet::V4(cidr))])))
+            .collect();
+        if elements.is_empty() {
+            self.syncer.remove_group(&POD_CIDRS_GROUP.to_owned());
+        } else {
+            self.syncer.put_group(POD_CIDRS_GROUP.to_owned(), elements);
+        }
+    }
+
+    /// Deletes the conntrack entries of UDP flows whose endpoint went away.
+    fn forget_stale_flows(
+        &mut self,
+        changes: &[(Option<Vec<PlannedPort>>, Vec<PlannedPort>)],
+    ) -> Result<usize, String> {
+        let udp = |ports: &[PlannedPort]| ports.iter().any(|port| port.protocol == UDP);
+        if !changes
+            .iter()
+            .any(|(before, after)| before.as_deref().is_some_and(udp) || udp(after))
+        {
+            return Ok(0);
+        }
+        if self.conntrack.is_none() {
+            self.conntrack = Some(NfNetlink::connect().map_err(|err| err.to_string())?);
+        }
+        let netlink = self.conntrack.as_mut().expect("connected above");
+        let flows = netlink.conntrack_flows(UDP).map_err(|err| err.to_string())?;
+        let mut stale = Vec::new();
+        for (before, after) in changes {
+            let before = before.as_deref().unwrap_or_default();
+            let same = |a: &PlannedPort, b: &PlannedPort| a.protocol == b.protocol && a.port == b.port;
+            for port in before.iter().chain(after.iter()) {
+                let old = before.iter().find(|other| same(other, port));
+                let new = after.iter().find(|other| same(other, port));
+                stale.extend(conntrack::stale(old, new, &flows));
+            }
+        }
+        stale.sort_by_key(|flow| {
+            (
+                flow.original.source,
+                flow.original.source_port,
+                flow.original.destination,
+            )
+        });
+        stale.dedup();
+        for flow in &stale {
+            netlink.delete_conntrack(flow).map_err(|err| err.to_string())?;
+        }
+        Ok(stale.len())
+    }
+
+    /// Answers ARP for the load-balancer addresses this node wins, and only those.
+    fn announce(&mut self) -> Result<Vec<String>, String> {
+        let node_names: Vec<&str> = self.nodes.objects().keys().map(|key| key.name.as_str()).collect();
+        let mut wanted = BTreeSet::new();
+        let mut all_balancer_ips = BTreeSet::new();
+        for programmed in self.programmed.values() {
+            for (ip, eligible) in &programmed.announce {
+                all_balancer_ips.insert(*ip);
+                if announce::winner(*ip, node_names.iter().copied(), eligible.as_ref())
+                    == Some(self.node.as_str())
+                {
+                    wanted.insert(*ip);
+                }
+            }
+        }
+        if wanted == self.announced && wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let own = ObjectKey::cluster(&self.node);
+        let Some(address) = self.nodes.get(&own).and_then(|node| node.address) else {
+            return Ok(Vec::new());
+        };
+        if self.routes.is_none() {
+            self.routes = Some(Netlink::connect().map_err(|err| err.to_string())?);
+        }
+        let netlink = self.routes.as_mut().expect("connected above");
+        let uplink = netlink
+            .addresses(None)
+            .map_err(|err| err.to_string())?
+            .into_iter()
+            .find(|entry| entry.address.addr() == IpAddr::V4(address))
+            .map(|entry| entry.index)
+            .ok_or_else(|| format!("no link holds the node address {address}"))?;
+        let current: BTreeSet<Ipv4Addr> = netlink
+            .proxy_neighbours(uplink)
+            .map_err(|err| err.to_string())?
+            .into_iter()
+            .collect();
+        let mut changes = Vec::new();
+        // Entries of addresses that are no longer announced here, podnet's by being load-balancer
+        // addresses (or announced before); anybody else's stay.
+        for ip in current.difference(&wanted) {
+            if self.announced.contains(ip) || all_balancer_ips.contains(ip) {
+                netlink
+                    .delete_proxy_neighbour(uplink, *ip)
+                    .map_err(|err| err.to_string())?;
+                changes.push(format!("no longer announcing {ip}"));
+            }
+        }
+        for ip in wanted.difference(&current) {
+            netlink
+                .add_proxy_neighbour(uplink, *ip)
+                .map_err(|err| err.to_string())?;
+            changes.push(format!("announcing {ip} (answering ARP on link #{uplink})"));
+        }
+        self.announced = wanted;
+        Ok(changes)
+    }
+}
+
+impl Controller for Proxy {
+    fn name(&self) -> &'static str {
+        "proxy"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::Node, Kind::Service, Kind::EndpointSlice]
+    }
+
+    fn observe(&mut self, event: &Event) {
+        match event {
+            Event::Relisting(Kind::Service)
+            | Event::Listed(Kind::Service)
+            | Event::Applied(Object::Service(_))
+            | Event::Deleted(Kind::Service, _) => {
+                let changes = self.services.apply(event, |object| match object {
+                    Object::Service(service) => Some(model::service_info(service)),
+                    _ => None,
+                });
+                self.dirty
+                    .extend(changes.applied.into_iter().chain(changes.deleted));
+            }
+            Event::Relisting(Kind::EndpointSlice)
+            | Event::Listed(Kind::EndpointSlice)
+            | Event::Applied(Object::EndpointSlice(_))
+            | Event::Deleted(Kind::EndpointSlice, _) => {
+                // The slice's service before and after the change both need planning again.
+                let previous: HashMap<ObjectKey, ObjectKey> = match event {
+                    Event::Applied(object) => self
+                        .slices
+                        .get(&object.key())
+                        .map(|slice| (object.key(), slice.service.clone()))
+                        .into_iter()
+                        .collect(),
+                    Event::Deleted(_, key) => self
+                        .slices
+                        .get(key)
+                        .map(|slice| (key.clone(), slice.service.clone()))
+                        .into_iter()
+                        .collect(),
+                    _ => self
+                        .slices
+                        .objects()
+                        .iter()
+                        .map(|(key, slice)| (key.clone(), slice.service.clone()))
+                        .collect(),
+                };
+                let changes = self.slices.apply(event, |object| match object {
+                    Object::EndpointSlice(slice) => model::slice_info(&object.key(), slice),
+                    _ => None,
+                });
+                for key in changes.deleted.iter().chain(&changes.applied) {
+                    if let Some(service) = previous.get(key) {
+                        if let Some(slices) = self.slices_of.get_mut(service) {
+                            slices.remove(key);
+                        }
+                        self.dirty.insert(service.clone());
+                    }
+                }
+                for key in &changes.applied {
+                    if let Some(slice) = self.slices.get(key) {
+                        self.slices_of
+                            .entry(slice.service.clone())
+                            .or_default()
+                            .insert(key.clone());
+                        self.dirty.insert(slice.service.clone());
+                    }
+                }
+            }
+            Event::Relisting(Kind::Node)
+            | Event::Listed(Kind::Node)
+            | Event::Applied(Object::Node(_))
+            | Event::Deleted(Kind::Node, _) => {
+                let changes = self.nodes.apply(event, |object| match object {
+                    Object::Node(node) => Some(NodeInfo {
+                        pod_cidr: podnet_model::node_pod_cidrs(node).into_iter().find_map(
+                            |cidr| match cidr {
+                                IpNet::V4(v4) => Some(v4.trunc()),
+                                IpNet::V6(_) => None,
+                            },
+                        ),
+                        address: podnet_model::node_ipv4(node, "InternalIP"),
+                    }),
+                    _ => None,
+                });
+                self.nodes_changed |= !changes.is_empty();
+            }
+            _ => {}
+        }
+    }
+
+    fn reconcile(&mut self) -> Result<Reconciled, String> {
+        let started = Instant::now();
+        if !self.started {
+            for set in table::sets() {
+                self.syncer.put_set(set);
+            }
+            for chain in table::fixed_chains() {
+                self.syncer.put_chain(chain);
+            }
+            for chain in Shared::preset() {
+                self.shared_users.entry(chain).or_default();
+            }
+            self.nodes_changed = true;
+            self.started = true;
+        }
+        let periodic = self.dirty.is_empty() && !self.nodes_changed;
+        if self.nodes_changed {
+            self.pod_cidrs();
+        }
+        let dirty: Vec<ObjectKey> = self.dirty.drain().collect();
+        let changes: Vec<_> = dirty.iter().map(|key| self.replan(key)).collect();
+        self.shared_chains();
+        if periodic {
+            // Nothing changed: only check that nobody removed the table.
+            self.syncer.verify().map_err(|err| err.to_string())?;
+        }
+        let committed = self.syncer.commit().map_err(|err| {
+            let message = format!("table {}: {err}", PROXY_TABLE.reference());
+            self.metrics.proxy_failed(&message);
+            message
+        })?;
+        self.nodes_changed = false;
+        let mut lines = Vec::new();
+        if !committed.is_empty() {
+            lines.push(format!(
+                "{} services planned: {} elements added, {} deleted, {} chains and sets changed{} in {:.1} ms",
+                dirty.len(),
+                committed.added,
+                committed.deleted,
+                committed.structural,
+                if committed.rebuilt { " (table rebuilt)" } else { "" },
+                started.elapsed().as_secs_f64() * 1000.0
+            ));
+        }
+        let report = SyncReport {
+            duration: started.elapsed(),
+            services: self
+                .programmed
+                .values()
+                .map(|programmed| programmed.ports.len())
+                .sum(),
+            endpoints: self
+                .programmed
+                .values()
+                .flat_map(|programmed| &programmed.ports)
+                .map(|port| port.targets.len())
+                .sum(),
+            elements: self.syncer.element_count(),
+        };
+        self.metrics.proxy_synced(report);
+        let mut warnings = Vec::new();
+        match self.forget_stale_flows(&changes) {
+            Ok(0) => {}
+            Ok(count) => lines.push(format!("{count} UDP flows to removed endpoints forgotten")),
+            Err(err) => warnings.push(format!("conntrack: {err}")),
+        }
+        match self.announce() {
+            Ok(changes) => lines.extend(changes),
+            Err(err) => warnings.push(format!("load-balancer announcements: {err}")),
+        }
+        let health: BTreeMap<u16, (ObjectKey, usize)> = self
+            .programmed
+            .iter()
+            .filter_map(|(key, programmed)| {
+                programmed
+                    .health_check
+                    .map(|(port, count)| (port, (key.clone(), count)))
+            })
+            .collect();
+        warnings.extend(self.health_checks.update(health));
+        Ok(Reconciled {
+            changes: lines,
+            warnings,
+        })
+    }
+}
+
+/// The health-check node ports of `externalTrafficPolicy: Local` load balancers: 200 with the
+/// number of local endpoints where the service has some, 503 where it has none, so a load
+/// balancer sends traffic only to nodes that keep it.
+#[derive(Default)]
+struct HealthChecks {
+    servers: BTreeMap<u16, Server>,
+    state: Arc<Mutex<BTreeMap<u16, (ObjectKey, usize)>>>,
+}
+
+impl HealthChecks {
+    /// Serves exactly `wanted`; returns the ports that could not be opened.
+    fn update(&mut self, wanted: BTreeMap<u16, (ObjectKey, usize)>) -> Vec<String> {
+        *self.state.lock().expect("health lock") = wanted.clone();
+        self.servers.retain(|port, _| wanted.contains_key(port));
+        let mut warnings = Vec::new();
+        for port in wanted.keys() {
+            if self.servers.contains_key(port) {
+                continue;
+            }
+            let state = self.state.clone();
+            let port_number = *port;
+            let handler = Arc::new(move |_: &str| {
+                let state = state.lock().expect("health lock");
+                match state.get(&port_number) {
+                    Some((service, count)) => Answer {
+                        status: if *count > 0 { 200 } else { 503 },
+                        content_type: "application/json",
+                        body: json!({
+                            "service": {"namespace": service.namespace, "name": service.name},
+                            "localEndpoints": count,
+                            "serviceProxyHealthy": true,
+                        })
+                        .to_string(),
+                    },
+                    None => crate::http::not_found(),
+                }
+            });
+            match Server::start(([0, 0, 0, 0], *port).into(), handler) {
+                Ok(server) => {
+                    self.servers.insert(*port, server);
+                }
+                Err(err) => warnings.push(format!("health-check node port {port}: {err}")),
+            }
+        }
+        warnings
+    }
+}

@@ -1,0 +1,832 @@
+//! The lab file: a small `Lab` header and ordinary Kubernetes YAML.
+//!
+//! ```yaml
+//! apiVersion: podnet.dev/v1alpha1
+//! kind: Lab
+//! metadata: {name: demo}
+//! spec:
+//!   nodes: 2                 # or a list: [{name: k8s-w1, labels: {zone: a}}, {name: k8s-w2}]
+//!   podCIDR: 10.244.0.0/16   # the cluster CIDR; every node gets a /24 of it
+//!   backend: vxlan           # how pods reach other nodes: vxlan (default) or host-gw
+//!   serviceCIDR: 10.96.0.0/16
+//!   serviceNodePortRange: 30000-32767
+//!   loadBalancerPool: 192.168.10.200-192.168.10.250
+//! ---
+//! apiVersion: v1
+//! kind: Pod
+//! ...
+//! ```
+//!
+//! Parsing validates everything that can be checked without a running lab, so a bad file is
+//! refused before anything is created, with the document, object and field that are wrong.
+
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use ipnet::{IpNet, Ipv4Net};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use podnet_model::Backend;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use validate::SERVICE_NAME_LABEL;
+pub(crate) use validate::check_name;
+
+/// The `apiVersion` of the lab header.
+pub const API_VERSION: &str = "podnet.dev/v1alpha1";
+/// Node names the lab uses for namespaces of its own.
+const RESERVED_NODE_NAMES: [&str; 2] = ["fabric", "external"];
+/// The longest lab name (it prefixes every namespace name of the lab).
+pub const MAX_LAB_NAME: usize = 32;
+/// The most nodes a lab may have.
+const MAX_NODES: usize = 64;
+
+/// A parsed and validated lab file.
+#[derive(Debug, Clone)]
+pub struct LabFile {
+    /// The lab header.
+    pub spec: LabSpec,
+    /// Namespace documents.
+    pub namespaces: Vec<Namespace>,
+    /// Pod documents.
+    pub pods: Vec<Pod>,
+    /// Deployment documents.
+    pub deployments: Vec<Deployment>,
+    /// Service documents.
+    pub services: Vec<Service>,
+    /// EndpointSlice documents (for services without a selector).
+    pub endpoint_slices: Vec<EndpointSlice>,
+}
+
+/// A node of the lab: its name and labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabNode {
+    /// The node's name.
+    pub name: String,
+    /// Labels besides those every node gets (`kubernetes.io/hostname`, `kubernetes.io/os`).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// An inclusive range of addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressRange {
+    /// The first address.
+    pub first: Ipv4Addr,
+    /// The last address.
+    pub last: Ipv4Addr,
+}
+
+impl AddressRange {
+    /// Whether `address` is in the range.
+    pub fn contains(&self, address: Ipv4Addr) -> bool {
+        (self.first..=self.last).contains(&address)
+    }
+
+    /// The addresses of the range, in order.
+    pub fn addresses(&self) -> impl Iterator<Item = Ipv4Addr> {
+        (u32::from(self.first)..=u32::from(self.last)).map(Ipv4Addr::from)
+    }
+}
+
+impl fmt::Display for AddressRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+/// The lab header's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabSpec {
+    /// The lab's name; it prefixes every namespace the lab creates.
+    pub name: String,
+    /// The nodes, in order.
+    pub nodes: Vec<LabNode>,
+    /// The cluster's pod CIDR.
+    pub pod_cidr: Ipv4Net,
+    /// Prefix length of each node's slice of the pod CIDR.
+    pub node_cidr_mask_size: u8,
+    /// A CNI network configuration replacing the lab's default (single-node labs only).
+    pub cni: Option<String>,
+    /// How pod traffic crosses between nodes.
+    pub backend: Backend,
+    /// Where ClusterIPs come from; its first address is reserved, as in a cluster.
+    pub service_cidr: Ipv4Net,
+    /// Where NodePorts come from.
+    pub node_ports: (u16, u16),
+    /// Where LoadBalancer addresses come from (announced on the underlay, as MetalLB does).
+    pub load_balancer_pool: AddressRange,
+}
+
+/// What is wrong with a lab file, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SpecError {
+    /// 1-based index of the YAML document, 0 for the file as a whole.
+    pub document: usize,
+    /// The object, like `Pod default/web`, when known.
+    pub object: Option<String>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.document, &self.object) {
+            (0, Some(object)) => write!(f, "{object}: {}", self.message),
+            (0, None) => write!(f, "{}", self.message),
+            (document, Some(object)) => write!(f, "document {document} ({object}): {}", self.message),
+            (document, None) => write!(f, "document {document}: {}", self.message),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LabDocument {
+    #[serde(rename = "apiVersion")]
+    _api_version: serde::de::IgnoredAny,
+    #[serde(rename = "kind")]
+    _kind: serde::de::IgnoredAny,
+    metadata: LabMetadata,
+    #[serde(default)]
+    spec: LabSpecDocument,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabMetadata {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LabSpecDocument {
+    #[serde(default = "one_node")]
+    nodes: Nodes,
+    #[serde(default = "default_pod_cidr", rename = "podCIDR")]
+    pod_cidr: String,
+    #[serde(default = "default_node_mask", rename = "nodeCIDRMaskSize")]
+    node_cidr_mask_size: u8,
+    #[serde(default)]
+    cni: Option<Value>,
+    #[serde(default = "default_backend")]
+    backend: String,
+    #[serde(default)]
+    vxlan: VxlanDocument,
+    #[serde(default = "default_service_cidr", rename = "serviceCIDR")]
+    service_cidr: String,
+    #[serde(default = "default_node_port_range")]
+    service_node_port_range: String,
+    #[serde(default = "default_load_balancer_pool")]
+    load_balancer_pool: String,
+}
+
+impl Default for LabSpecDocument {
+    fn default() -> Self {
+        LabSpecDocument {
+            nodes: one_node(),
+            pod_cidr: default_pod_cidr(),
+            node_cidr_mask_size: default_node_mask(),
+            cni: None,
+            backend: default_backend(),
+            vxlan: VxlanDocument::default(),
+            service_cidr: default_service_cidr(),
+            service_node_port_range: default_node_port_range(),
+            load_balancer_pool: default_load_balancer_pool(),
+        }
+    }
+}
+
+fn default_service_cidr() -> String {
+    "10.96.0.0/16".into()
+}
+
+fn default_node_port_range() -> String {
+    "30000-32767".into()
+}
+
+/// Inside the underlay (nodes are .11 upwards, the external namespace .254), as a MetalLB pool
+/// on a cluster's node network would be.
+fn default_load_balancer_pool() -> String {
+    "192.168.10.200-192.168.10.250".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VxlanDocument {
+    #[serde(default = "default_vni")]
+    vni: u32,
+    #[serde(default = "default_vxlan_port")]
+    port: u16,
+}
+
+impl Default for VxlanDocument {
+    fn default() -> Self {
+        VxlanDocument {
+            vni: default_vni(),
+            port: default_vxlan_port(),
+        }
+    }
+}
+
+fn default_backend() -> String {
+    "vxlan".into()
+}
+
+fn default_vni() -> u32 {
+    1
+}
+
+fn default_vxlan_port() -> u16 {
+    8472
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Nodes {
+    Count(usize),
+    Named(Vec<NamedNode>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamedNode {
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+fn one_node() -> Nodes {
+    Nodes::Count(1)
+}
+
+fn default_pod_cidr() -> String {
+    "10.244.0.0/16".into()
+}
+
+fn default_node_mask() -> u8 {
+    24
+}
+
+/// The kinds a lab file may hold, with their `apiVersion`.
+const KINDS: [(&str, &str); 7] = [
+    ("Lab", API_VERSION),
+    ("Namespace", "v1"),
+    ("Pod", "v1"),
+    ("Service", "v1"),
+    ("Deployment", "apps/v1"),
+    ("EndpointSlice", "discovery.k8s.io/v1"),
+    ("", ""),
+];
+
+/// Parses and validates a lab file.
+pub fn parse(text: &str) -> Result<LabFile, SpecError> {
+    let file_error = |message: String| SpecError {
+        document: 0,
+        object: None,
+        message,
+    };
+    let documents: Vec<Value> =
+        serde_saphyr::from_multiple(text).map_err(|err| file_error(format!("not valid YAML: {err}")))?;
+    let mut spec = None;
+    let mut file = LabFile {
+        spec: placeholder_spec(),
+        namespaces: Vec::new(),
+        pods: Vec::new(),
+        deployments: Vec::new(),
+        services: Vec::new(),
+        endpoint_slices: Vec::new(),
+    };
+    for (index, document) in documents.into_iter().enumerate() {
+        let number = index + 1;
+        if document.is_null() {
+            continue;
+        }
+        let error = |object: Option<String>, message: String| SpecError {
+            document: number,
+            object,
+            message,
+        };
+        let kind = document["kind"].as_str().unwrap_or_default().to_owned();
+        let api_version = document["apiVersion"].as_str().unwrap_or_default().to_owned();
+        let name = document["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let namespace = document["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_owned();
+        let expected_api = match KINDS.iter().find(|(known, _)| *known == kind) {
+            Some(("", _)) => return Err(error(None, "has no \"kind\"".into())),
+            Some((_, api)) => *api,
+            None => {
+                return Err(error(
+                    Some(format!("{kind} {name}")),
+                    format!(
+                        "kind {kind} is not supported by podnet lab yet (it runs Namespace, Pod, Deployment, Service and EndpointSlice)"
+                    ),
+                ));
+            }
+        };
+        if api_version != expected_api {
+            return Err(error(
+                Some(format!("{kind} {name}")),
+                format!("apiVersion must be {expected_api:?}, not {api_version:?}"),
+            ));
+        }
+        let scoped = kind != "Lab" && kind != "Namespace";
+        let object = Some(if scoped {
+            format!("{kind} {namespace}/{name}")
+        } else {
+            format!("{kind} {name}")
+        });
+        let fail = |message: String| error(object.clone(), message);
+        if scoped {
+            check_name(&namespace, 63).map_err(|message| fail(format!("metadata.namespace: {message}")))?;
+            check_name(&name, if kind == "Service" { 63 } else { 253 })
+                .map_err(|message| fail(format!("metadata.name: {message}")))?;
+        }
+        match kind.as_str() {
+            "Lab" => {
+                if spec.is_some() {
+                    return Err(fail("a lab file has exactly one Lab document".into()));
+                }
+                let header: LabDocument = decode(document).map_err(fail)?;
+                spec = Some(lab_spec(header).map_err(fail)?);
+            }
+            "Namespace" => {
+                check_name(&name, 63).map_err(|message| fail(format!("metadata.name: {message}")))?;
+                file.namespaces.push(decode(document).map_err(fail)?);
+            }
+            "Pod" => {
+                let pod: Pod = decode(document).map_err(fail)?;
+                validate::pod_spec(pod.spec.as_ref()).map_err(fail)?;
+                file.pods.push(pod);
+            }
+            "Deployment" => {
+                let deployment: Deployment = decode(document).map_err(fail)?;
+                validate::deployment(&deployment).map_err(fail)?;
+                file.deployments.push(deployment);
+            }
+            "Service" => {
+                let service: Service = decode(document).map_err(fail)?;
+                validate::service(&service).map_err(fail)?;
+                file.services.push(service);
+            }
+            "EndpointSlice" => {
+                let slice: EndpointSlice = decode(document).map_err(fail)?;
+                validate::endpoint_slice(&slice).map_err(fail)?;
+                file.endpoint_slices.push(slice);
+            }
+            _ => unreachable!("kinds are checked above"),
+        }
+    }
+    file.spec = spec.ok_or_else(|| {
+        file_error(format!(
+            "no Lab document: start the file with\n  apiVersion: {API_VERSION}\n  kind: Lab\n  metadata: {{name: demo}}"
+        ))
+    })?;
+    check_unique(&file)?;
+    validate::service_ranges(&file).map_err(|(object, message)| SpecError {
+        document: 0,
+        object: Some(object),
+        message,
+    })?;
+    Ok(file)
+}
+
+/// Decodes a document, naming the field that does not fit (`spec.selector: invalid type:
+/// sequence, expected a map`).
+fn decode<T: DeserializeOwned>(document: Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(document).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        }
+    })
+}
+
+/// Stands in for the header until the Lab document is read.
+fn placeholder_spec() -> LabSpec {
+    LabSpec {
+        name: String::new(),
+        nodes: Vec::new(),
+        pod_cidr: Ipv4Net::default(),
+        node_cidr_mask_size: 24,
+        cni: None,
+        backend: Backend::DEFAULT_VXLAN,
+        service_cidr: Ipv4Net::default(),
+        node_ports: (0, 0),
+        load_balancer_pool: AddressRange {
+            first: Ipv4Addr::UNSPECIFIED,
+            last: Ipv4Addr::UNSPECIFIED,
+        },
+    }
+}
+
+fn lab_spec(header: LabDocument) -> Result<LabSpec, String> {
+    let name = header.metadata.name;
+    check_name(&name, MAX_LAB_NAME).map_err(|message| format!("metadata.name: {message}"))?;
+    let too_many = || format!("spec.nodes: a lab has 1 to {MAX_NODES} nodes");
+    let nodes: Vec<LabNode> = match header.spec.nodes {
+        Nodes::Count(count) if (1..=MAX_NODES).contains(&count) => (1..=count)
+            .map(|index| LabNode {
+                name: format!("node{index}"),
+                labels: BTreeMap::new(),
+            })
+            .collect(),
+        Nodes::Count(_) => return Err(too_many()),
+        Nodes::Named(named) => named
+            .into_iter()
+            .map(|node| LabNode {
+                name: node.name,
+                labels: node.labels,
+            })
+            .collect(),
+    };
+    if nodes.is_empty() || nodes.len() > MAX_NODES {
+        return Err(too_many());
+    }
+    for (index, node) in nodes.iter().enumerate() {
+        let name = &node.name;
+        check_name(name, 63).map_err(|message| format!("spec.nodes[{index}]: {message}"))?;
+        if RESERVED_NODE_NAMES.contains(&name.as_str()) {
+            return Err(format!(
+                "spec.nodes[{index}]: {name:?} is reserved for the lab's own namespaces"
+            ));
+        }
+        if nodes[..index].iter().any(|other| &other.name == name) {
+            return Err(format!("spec.nodes[{index}]: node {name:?} is listed twice"));
+        }
+        for (key, value) in &node.labels {
+            validate::label(key, value)
+                .map_err(|message| format!("spec.nodes[{index}].labels: {message}"))?;
+        }
+    }
+    let pod_cidr = ipv4_network("spec.podCIDR", &header.spec.pod_cidr)?;
+    let mask = header.spec.node_cidr_mask_size;
+    if mask < pod_cidr.prefix_len() || mask > 28 {
+        return Err(format!(
+            "spec.nodeCIDRMaskSize: must be between the pod CIDR's /{} and /28",
+            pod_cidr.prefix_len()
+        ));
+    }
+    let slices = 1usize << (mask - pod_cidr.prefix_len()).min(20);
+    if slices < nodes.len() {
+        return Err(format!(
+            "spec.podCIDR: {pod_cidr} holds only {slices} /{mask} node subnets for {} nodes",
+            nodes.len()
+        ));
+    }
+    let cni = match header.spec.cni {
+        None => None,
+        Some(_) if nodes.len() > 1 => {
+            return Err(
+                "spec.cni: a custom CNI configuration fixes one subnet, so it needs a single-node lab".into(),
+            );
+        }
+        Some(config) => {
+            let text = config.to_string();
+            podnet_cni::runtime::NetworkConfigList::parse(&text).map_err(|err| format!("spec.cni: {err}"))?;
+            Some(text)
+        }
+    };
+    let backend = match header.spec.backend.as_str() {
+        "vxlan" => {
+            let vxlan = header.spec.vxlan;
+            if vxlan.vni == 0 || vxlan.vni >= 1 << 24 {
+                return Err(format!(
+                    "spec.vxlan.vni: {} is not a VNI (1 to 16777215)",
+                    vxlan.vni
+                ));
+            }
+            Backend::Vxlan {
+                vni: vxlan.vni,
+                port: vxlan.port,
+            }
+        }
+        "host-gw" => Backend::HostGw,
+        other => {
+            return Err(format!(
+                "spec.backend: {other:?} is not a backend (vxlan or host-gw)"
+            ));
+        }
+    };
+    let service_cidr = ipv4_network("spec.serviceCIDR", &header.spec.service_cidr)?;
+    if service_cidr.prefix_len() > 28 {
+        return Err("spec.serviceCIDR: use a /28 or larger".into());
+    }
+    if service_cidr.contains(&pod_cidr.network()) || pod_cidr.contains(&service_cidr.network()) {
+        return Err(format!(
+            "spec.serviceCIDR: {service_cidr} overlaps spec.podCIDR {pod_cidr}"
+        ));
+    }
+    let node_ports = port_range(&header.spec.service_node_port_range).ok_or_else(|| {
+        format!(
+            "spec.serviceNodePortRange: {:?} is not a port range (e.g. 30000-32767)",
+            header.spec.service_node_port_range
+        )
+    })?;
+    let load_balancer_pool = address_range(&header.spec.load_balancer_pool).ok_or_else(|| {
+        format!(
+            "spec.loadBalancerPool: {:?} is not an address range (e.g. 192.168.10.200-192.168.10.250) or CIDR",
+            header.spec.load_balancer_pool
+        )
+    })?;
+    Ok(LabSpec {
+        name,
+        nodes,
+        pod_cidr,
+        node_cidr_mask_size: mask,
+        cni,
+        backend,
+        service_cidr,
+        node_ports,
+        load_balancer_pool,
+    })
+}
+
+/// An IPv4 network without host bits, for `field`.
+fn ipv4_network(field: &str, text: &str) -> Result<Ipv4Net, String> {
+    match text.parse::<IpNet>() {
+        Ok(IpNet::V4(net)) if net.network() == net.addr() => Ok(net),
+        Ok(IpNet::V4(net)) => Err(format!("{field}: {net} has host bits set; use {}", net.trunc())),
+        Ok(IpNet::V6(_)) => Err(format!("{field}: only IPv4 is supported")),
+        Err(_) => Err(format!("{field}: {text:?} is not a CIDR (e.g. 10.244.0.0/16)")),
+    }
+}
+
+/// `30000-32767`.
+fn port_range(text: &str) -> Option<(u16, u16)> {
+    let (first, last) = text.split_once('-')?;
+    let (first, last): (u16, u16) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
+    (first > 0 && first <= last).then_some((first, last))
+}
+
+/// `192.168.10.200-192.168.10.250`, or a CIDR (all its addresses).
+fn address_range(text: &str) -> Option<AddressRange> {
+    if let Some((first, last)) = text.split_once('-') {
+        let (first, last): (Ipv4Addr, Ipv4Addr) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
+        return (first <= last).then_some(AddressRange { first, last });
+    }
+    let net: Ipv4Net = text.trim().parse().ok()?;
+    Some(AddressRange {
+        first: net.network(),
+        last: net.broadcast(),
+    })
+}
+
+fn check_unique(file: &LabFile) -> Result<(), SpecError> {
+    let mut seen = std::collections::HashSet::new();
+    let keys = file
+        .namespaces
+        .iter()
+        .map(|ns| ("Namespace", podnet_model::ObjectKey::of(&ns.metadata)))
+        .chain(
+            file.pods
+                .iter()
+                .map(|pod| ("Pod", podnet_model::ObjectKey::of(&pod.metadata))),
+        )
+        .chain(
+            file.deployments
+                .iter()
+                .map(|d| ("Deployment", podnet_model::ObjectKey::of(&d.metadata))),
+        )
+        .chain(
+            file.services
+                .iter()
+                .map(|service| ("Service", podnet_model::ObjectKey::of(&service.metadata))),
+        )
+        .chain(
+            file.endpoint_slices
+                .iter()
+                .map(|slice| ("EndpointSlice", podnet_model::ObjectKey::of(&slice.metadata))),
+        );
+    for (kind, key) in keys {
+        let key = if kind == "Namespace" {
+            key.name.clone()
+        } else {
+            key.to_string()
+        };
+        if !seen.insert((kind, key.clone())) {
+            return Err(SpecError {
+                document: 0,
+                object: None,
+                message: format!("{kind} {key} is defined twice"),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "apiVersion: podnet.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: demo\n";
+
+    #[test]
+    fn parses_header_defaults_and_objects() {
+        let file = parse(&format!(
+            "{HEADER}---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: nginx\n    image: nginx\n"
+        ))
+        .unwrap();
+        assert_eq!(file.spec.name, "demo");
+        assert_eq!(file.spec.nodes[0].name, "node1");
+        assert_eq!(file.spec.pod_cidr.to_string(), "10.244.0.0/16");
+        assert_eq!(file.spec.service_cidr.to_string(), "10.96.0.0/16");
+        assert_eq!(file.spec.node_ports, (30000, 32767));
+        assert_eq!(
+            file.spec.load_balancer_pool.to_string(),
+            "192.168.10.200-192.168.10.250"
+        );
+        assert_eq!(file.pods.len(), 1);
+    }
+
+    #[test]
+    fn named_nodes_and_custom_cni() {
+        let file = parse(&format!(
+            "{HEADER}spec:\n  nodes: [{{name: k8s-w1, labels: {{zone: a}}}}]\n  cni: {{cniVersion: \"0.2.0\", name: demo_br, type: bridge}}\n"
+        ))
+        .unwrap();
+        assert_eq!(file.spec.nodes[0].name, "k8s-w1");
+        assert_eq!(file.spec.nodes[0].labels["zone"], "a");
+        assert!(file.spec.cni.unwrap().contains("demo_br"));
+    }
+
+    #[test]
+    fn refuses_bad_files_saying_where_and_why() {
+        let pod =
+            |body: &str| format!("{HEADER}---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n{body}");
+        let cases = [
+            (
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n".to_owned(),
+                "no Lab document",
+            ),
+            (format!("{HEADER}---\n{HEADER}"), "exactly one Lab"),
+            (format!("{HEADER}spec:\n  nodes: 0\n"), "1 to 64 nodes"),
+            (
+                format!("{HEADER}spec:\n  nodes: 18446744073709551615\n"),
+                "1 to 64 nodes",
+            ),
+            (
+                format!("{HEADER}spec:\n  nodes: [{{name: fabric}}]\n"),
+                "reserved",
+            ),
+            (format!("{HEADER}spec:\n  podCIDR: 10.244.0.1/16\n"), "host bits"),
+            (
+                format!("{HEADER}spec:\n  nodes: 3\n  podCIDR: 10.244.0.0/23\n"),
+                "holds only 2",
+            ),
+            (
+                format!(
+                    "{HEADER}spec:\n  nodes: 2\n  cni: {{cniVersion: \"1.0.0\", name: x, type: bridge}}\n"
+                ),
+                "single-node",
+            ),
+            (format!("{HEADER}spec:\n  colour: blue\n"), "unknown field"),
+            (format!("{HEADER}spec:\n  backend: ipip\n"), "not a backend"),
+            (
+                format!(
+                    "{HEADER}---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: s\n"
+                ),
+                "not supported by podnet lab yet",
+            ),
+            (pod("spec:\n  containers: []\n"), "at least one container"),
+            (
+                format!(
+                    "{HEADER}---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 100000\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n      - {{name: nginx, image: nginx}}\n"
+                ),
+                "0 to 1000 replicas",
+            ),
+            (
+                pod("spec:\n  containers:\n  - name: a\n    image: redis\n"),
+                "cannot be emulated",
+            ),
+            (
+                pod("spec:\n  containers:\n  - {name: a, image: nginx}\n  - {name: a, image: nginx}\n"),
+                "used twice",
+            ),
+            (
+                pod(
+                    "spec:\n  initContainers:\n  - {name: i, image: busybox, command: [\"true\"]}\n  containers:\n  - {name: a, image: nginx}\n",
+                ),
+                "does not run init containers",
+            ),
+            (
+                format!("{HEADER}---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: Web\n"),
+                "not a valid name",
+            ),
+            ("{{{".to_owned(), "not valid YAML"),
+            (
+                format!("{HEADER}spec:\n  serviceCIDR: 10.244.0.0/20\n"),
+                "overlaps spec.podCIDR",
+            ),
+            (
+                format!("{HEADER}spec:\n  serviceNodePortRange: 5-1\n"),
+                "not a port range",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(&text).expect_err(&text).to_string();
+            assert!(err.contains(expected), "{text}\n=> {err}");
+        }
+    }
+
+    #[test]
+    fn deployment_selector_must_match_template() {
+        let text = format!(
+            "{HEADER}---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: other}}\n    spec:\n      containers:\n      - {{name: nginx, image: nginx}}\n"
+        );
+        assert!(parse(&text).unwrap_err().to_string().contains("matchLabels"));
+    }
+
+    fn service(body: &str) -> String {
+        format!("{HEADER}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n{body}")
+    }
+
+    #[test]
+    fn services_and_slices_are_parsed() {
+        let file = parse(&format!(
+            "{}---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  labels: {{kubernetes.io/service-name: web}}\naddressType: IPv4\nendpoints:\n- addresses: [10.244.0.9]\nports:\n- {{name: http, port: 8080}}\n",
+            service("  ports:\n  - {name: http, port: 80}\n")
+        ))
+        .unwrap();
+        assert_eq!(file.services.len(), 1);
+        assert_eq!(file.endpoint_slices.len(), 1);
+    }
+
+    #[test]
+    fn bad_services_are_refused_naming_object_and_field() {
+        let cases = [
+            (
+                service("  ports:\n  - {name: http}\n"),
+                "spec.ports[0].port: Required value",
+            ),
+            (
+                service("  ports:\n  - {port: 80, protocol: ICMP}\n"),
+                "spec.ports[0].protocol: Unsupported value: \"ICMP\"",
+            ),
+            (
+                service("  type: NodePort\n  ports:\n  - {port: 80, nodePort: 40000}\n"),
+                "spec.ports[0].nodePort: Invalid value: 40000: provided port is not in the valid range. The range of valid ports is 30000-32767",
+            ),
+            (
+                service("  selector: [app, web]\n  ports:\n  - {port: 80}\n"),
+                "spec.selector: invalid type: sequence, expected a map",
+            ),
+            (
+                service("  ports:\n  - {port: 80}\n  - {port: 81}\n"),
+                "spec.ports[0].name: Required value",
+            ),
+            (
+                service("  ports:\n  - {port: 70000}\n"),
+                "spec.ports[0].port: Invalid value: 70000",
+            ),
+            (
+                service("  clusterIP: 10.200.0.1\n  ports:\n  - {port: 80}\n"),
+                "spec.clusterIP: Invalid value: \"10.200.0.1\": provided IP is not in the valid range",
+            ),
+            (
+                service("  ports:\n  - {port: 80, nodePort: 30080}\n"),
+                "may not be used when `type` is 'ClusterIP'",
+            ),
+            (
+                service("  type: Foo\n  ports:\n  - {port: 80}\n"),
+                "spec.type: Unsupported value: \"Foo\"",
+            ),
+            (
+                service("  ports:\n  - {port: 80, targetPort: Not_A_Name}\n"),
+                "spec.ports[0].targetPort: Invalid value",
+            ),
+            (
+                service(
+                    "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 0}}\n  ports:\n  - {port: 80}\n",
+                ),
+                "timeoutSeconds: must be between 1 and 86400",
+            ),
+            (
+                format!(
+                    "{HEADER}---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: s\naddressType: IPv4\nendpoints: []\n"
+                ),
+                "kubernetes.io/service-name ties the slice",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(&text).expect_err(&text).to_string();
+            assert!(err.contains(expected), "{text}\n=> {err}");
+            if !text.contains("EndpointSlice") {
+                assert!(err.contains("Service default/web"), "{err}");
+            }
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! What the API server would refuse: the checks a lab file's objects must pass before anything
+//! is created. Each error names the field, as `kubectl apply` would (`spec.ports[0].protocol:
+//! Unsupported value: "ICMP"`); the caller adds the document and object.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{PodSpec, Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::LabFile;
+use crate::workload;
+
+/// The most replicas a Deployment may ask for: more than a lab's nodes can give addresses to,
+/// low enough that a typo cannot make the control plane exhaust memory.
+const MAX_REPLICAS: i32 = 1000;
+/// The label tying an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The most endpoints one EndpointSlice may hold (the API server's limit).
+const MAX_SLICE_ENDPOINTS: usize = 1000;
+
+pub(super) fn pod_spec(spec: Option<&PodSpec>) -> Result<(), String> {
+    let spec = spec.ok_or("has no spec")?;
+    if spec.containers.is_empty() {
+        return Err("spec.containers: a pod needs at least one container".into());
+    }
+    if spec.init_containers.as_ref().is_some_and(|init| !init.is_empty()) {
+        return Err(
+            "spec.initContainers: the lab does not run init containers; move their commands into a container"
+                .into(),
+        );
+    }
+    let mut seen = Vec::new();
+    for container in &spec.containers {
+        if seen.contains(&&container.name) {
+            return Err(format!("container name {:?} is used twice", container.name));
+        }
+        seen.push(&container.name);
+        check_name(&container.name, 63).map_err(|message| format!("container name: {message}"))?;
+        workload::Program::for_container(container)
+            .map_err(|message| format!("container {:?}: {message}", container.name))?;
+    }
+    for (key, value) in spec.node_selector.iter().flatten() {
+        label(key, value).map_err(|message| format!("spec.nodeSelector: {message}"))?;
+    }
+    if spec
+        .termination_grace_period_seconds
+        .is_some_and(|seconds| seconds < 0)
+    {
+        return Err("spec.terminationGracePeriodSeconds: must be 0 or more".into());
+    }
+    Ok(())
+}
+
+pub(super) fn deployment(deployment: &Deployment) -> Result<(), String> {
+    let spec = deployment.spec.as_ref().ok_or("has no spec")?;
+    if spec
+        .replicas
+        .is_some_and(|replicas| !(0..=MAX_REPLICAS).contains(&replicas))
+    {
+        return Err(format!(
+            "spec.replicas: a lab runs 0 to {MAX_REPLICAS} replicas of a Deployment"
+        ));
+    }
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|meta| meta.labels.clone())
+        .unwrap_or_default();
+    let selector = spec.selector.match_labels.clone().unwrap_or_default();
+    if selector.is_empty() || selector.iter().any(|(key, value)| labels.get(key) != Some(value)) {
+        return Err(
+            "spec.selector.matchLabels must be non-empty and match spec.template.metadata.labels".into(),
+        );
+    }
+    if spec
+        .selector
+        .match_expressions
+        .as_ref()
+        .is_some_and(|list| !list.is_empty())
+    {
+        return Err("spec.selector.matchExpressions is not supported; use matchLabels".into());
+    }
+    pod_spec(spec.template.spec.as_ref()).map_err(|message| format!("spec.template: {message}"))
+}
+
+/// The service types.
+const SERVICE_TYPES: [&str; 4] = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
+/// The protocols of service and endpoint ports.
+const PROTOCOLS: [&str; 3] = ["SCTP", "TCP", "UDP"];
+
+pub(super) fn service(service: &Service) -> Result<(), String> {
+    let spec = service.spec.as_ref().ok_or("spec: Required value")?;
+    let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if !SERVICE_TYPES.contains(&kind) {
+        return Err(unsupported("spec.type", kind, &SERVICE_TYPES));
+    }
+    let exposed = matches!(kind, "NodePort" | "LoadBalancer");
+    let cluster_ip = spec.cluster_ip.as_deref().unwrap_or_default();
+    let headless = cluster_ip == "None";
+    match cluster_ip {
+        "" | "None" => {}
+        text => match text.parse::<IpAddr>() {
+            Ok(IpAddr::V4(_)) => {}
+            Ok(IpAddr::V6(_)) => return Err(format!("spec.clusterIP: {text}: the lab is IPv4-only")),
+            Err(_) => {
+                return Err(format!(
+                    "spec.clusterIP: Invalid value: {text:?}: must be a valid IP address or \"None\""
+                ));
+            }
+        },
+    }
+    if let Some(ips) = &spec.cluster_ips
+        && let Some(first) = ips.first()
+        && !cluster_ip.is_empty()
+        && first != cluster_ip
+    {
+        return Err("spec.clusterIPs[0]: Invalid value: must match spec.clusterIP".into());
+    }
+    if spec.ip_families.iter().flatten().any(|family| family != "IPv4") {
+        return Err("spec.ipFamilies: the lab is IPv4-only".into());
+    }
+    if kind == "ExternalName" {
+        let name = spec.external_name.as_deref().unwrap_or_default();
+        if name.is_empty() {
+            return Err("spec.externalName: Required value".into());
+        }
+        check_name(name.trim_end_matches('.'), 253)
+            .map_err(|message| format!("spec.externalName: {message}"))?;
+        if !cluster_ip.is_empty() && !headless {
+            return Err("spec.clusterIP: Forbidden: may not be set for ExternalName services".into());
+        }
+    } else if headless && exposed {
+        return Err(format!(
+            "spec.clusterIP: Invalid value: \"None\": may not be set to 'None' for {kind} services"
+        ));
+    }
+    let ports = spec.ports.as_deref().unwrap_or_default();
+    if ports.is_empty() && kind != "ExternalName" && !headless {
+        return Err("spec.ports: Required value".into());
+    }
+    let mut names = BTreeSet::new();
+    let mut pairs = BTreeSet::new();
+    for (index, port) in ports.iter().enumerate() {
+        let field = format!("spec.ports[{index}]");
+        service_port(port, &field, ports.len() > 1)?;
+        if let Some(name) = &port.name
+            && !names.insert(name.clone())
+        {
+            return Err(format!("{field}.name: Duplicate value: {name:?}"));
+        }
+        let protocol = port.protocol.clone().unwrap_or_else(|| "TCP".into());
+        if !pairs.insert((port.port, protocol.clone())) {
+            return Err(format!("{field}: Duplicate value: {}/{protocol}", port.port));
+        }
+        if port.node_port.is_some() && !exposed {
+            return Err(format!(
+                "{field}.nodePort: Forbidden: may not be used when `type` is '{kind}'"
+            ));
+        }
+    }
+    for (key, value) in spec.selector.iter().flatten() {
+        label(key, value).map_err(|message| format!("spec.selector: {message}"))?;
+    }
+    match spec.session_affinity.as_deref().unwrap_or("None") {
+        "None" => {
+            if spec.session_affinity_config.is_some() {
+                return Err("spec.sessionAffinityConfig: Forbidden: must not be set when spec.sessionAffinity is None".into());
+            }
+        }
+        "ClientIP" => {
+            let timeout = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|config| config.client_ip.as_ref())
+                .and_then(|client| client.timeout_seconds);
+            if timeout.is_some_and(|seconds| !(1..=86400).contains(&seconds)) {
+                return Err(
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds: must be between 1 and 86400".into(),
+                );
+            }
+        }
+        other => return Err(unsupported("spec.sessionAffinity", other, &["ClientIP", "None"])),
+    }
+    if let Some(policy) = spec.external_traffic_policy.as_deref() {
+        if !["Cluster", "Local"].contains(&policy) {
+            return Err(unsupported(
+                "spec.externalTrafficPolicy",
+                policy,
+                &["Cluster", "Local"],
+            ));
+        }
+        if !exposed && spec.external_ips.as_ref().is_none_or(Vec::is_empty) {
+            return Err(format!(
+                "spec.externalTrafficPolicy: Invalid value: {policy:?}: may only be set for externally-accessible services"
+            ));
+        }
+    }
+    if let Some(policy) = spec.internal_traffic_policy.as_deref()
+        && !["Cluster", "Local"].contains(&policy)
+    {
+        return Err(unsupported(
+            "spec.internalTrafficPolicy",
+            policy,
+            &["Cluster", "Local"],
+        ));
+    }
+    if spec.health_check_node_port.is_some()
+        && !(kind == "LoadBalancer" && spec.external_traffic_policy.as_deref() == Some("Local"))
+    {
+        return Err("spec.healthCheckNodePort: Forbidden: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'".into());
+    }
+    for (index, address) in spec.external_ips.iter().flatten().enumerate() {
+        if address.parse::<Ipv4Addr>().is_err() {
+            return Err(format!(
+                "spec.externalIPs[{index}]: Invalid value: {address:?}: must be a valid IPv4 address"
+            ));
+        }
+    }
+    if let Some(address) = &spec.load_balancer_ip {
+        if kind != "LoadBalancer" {
+            return Err(
+                "spec.loadBalancerIP: Forbidden: may only be used when `type` is 'LoadBalancer'".into(),
+            );
+        }
+        if address.parse::<Ipv4Addr>().is_err() {
+            return Err(format!(
+                "spec.loadBalancerIP: Invalid value: {address:?}: must be a valid IPv4 address"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn service_port(port: &ServicePort, field: &str, several: bool) -> Result<(), String> {
+    match &port.name {
+        None if several => {
+            return Err(format!(
+                "{field}.name: Required value: every port of a multi-port service needs a name"
+            ));
+        }
+        None => {}
+        Some(name) => check_name(name, 63).map_err(|message| format!("{field}.name: {message}"))?,
+    }
+    if port.port == 0 {
+        return Err(format!("{field}.port: Required value"));
+    }
+    port_number(port.port, &format!("{field}.port"))?;
+    if let Some(protocol) = &port.protocol
+        && !PROTOCOLS.contains(&protocol.as_str())
+    {
+        return Err(unsupported(&format!("{field}.protocol"), protocol, &PROTOCOLS));
+    }
+    match &port.target_port {
+        None => {}
+        Some(IntOrString::Int(number)) => port_number(*number, &format!("{field}.targetPort"))?,
+        Some(IntOrString::String(name)) => port_name(name, &format!("{field}.targetPort"))?,
+    }
+    if let Some(node_port) = port.node_port {
+        port_number(node_port, &format!("{field}.nodePort"))?;
+    }
+    Ok(())
+}
+
+pub(super) fn endpoint_slice(slice: &EndpointSlice) -> Result<(), String> {
+    if slice.address_type != "IPv4" {
+        return Err(unsupported("addressType", &slice.address_type, &["IPv4"]));
+    }
+    let service = slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(SERVICE_NAME_LABEL));
+    if service.is_none() {
+        return Err(format!(
+            "metadata.labels: Required value: {SERVICE_NAME_LABEL} ties the slice to its Service"
+        ));
+    }
+    if slice.endpoints.len() > MAX_SLICE_ENDPOINTS {
+        return Err(format!(
+            "endpoints: Too many: {}: must have at most {MAX_SLICE_ENDPOINTS} items",
+            slice.endpoints.len()
+        ));
+    }
+    for (index, endpoint) in slice.endpoints.iter().enumerate() {
+        if endpoint.addresses.is_empty() {
+            return Err(format!("endpoints[{index}].addresses: Required value"));
+        }
+        for (which, address) in endpoint.addresses.iter().enumerate() {
+            if address.parse::<Ipv4Addr>().is_err() {
+                return Err(format!(
+                    "endpoints[{index}].addresses[{which}]: Invalid value: {address:?}: must be a valid IPv4 address"
+                ));
+            }
+        }
+    }
+    for (index, port) in slice.ports.iter().flatten().enumerate() {
+        let field = format!("ports[{index}]");
+        if let Some(number) = port.port {
+            port_number(number, &format!("{field}.port"))?;
+        }
+        if let Some(protocol) = &port.protocol
+            && !PROTOCOLS.contains(&protocol.as_str())
+        {
+            return Err(unsupported(&format!("{field}.protocol"), protocol, &PROTOCOLS));
+        }
+    }
+    Ok(())
+}
+
+/// The checks that need the Lab header: fixed addresses and ports inside the lab's ranges.
+/// Errors carry the object they concern.
+pub(super) fn service_ranges(file: &LabFile) -> Result<(), (String, String)> {
+    let spec = &file.spec;
+    for service in &file.services {
+        let object = format!("Service {}", podnet_model::ObjectKey::of(&service.metadata));
+        let fail = |message: String| (object.clone(), message);
+        let Some(service_spec) = &service.spec else {
+            continue;
+        };
+        if let Some(Ok(address)) = service_spec
+            .cluster_ip
+            .as_deref()
+            .filter(|ip| !ip.is_empty() && *ip != "None")
+            .map(str::parse::<Ipv4Addr>)
+        {
+            if !spec.service_cidr.contains(&address) {
+                return Err(fail(format!(
+                    "spec.clusterIP: Invalid value: \"{address}\": provided IP is not in the valid range. The range of valid IPs is {}",
+                    spec.service_cidr
+                )));
+            }
+            if address == spec.service_cidr.network() || address == next(spec.service_cidr.network()) {
+                return Err(fail(format!(
+                    "spec.clusterIP: Invalid value: \"{address}\": provided IP is reserved (the network address and the first address of {} are the cluster's)",
+                    spec.service_cidr
+                )));
+            }
+        }
+        let (first, last) = spec.node_ports;
+        let out_of_range = |field: String, port: i32| {
+            fail(format!(
+                "{field}: Invalid value: {port}: provided port is not in the valid range. The range of valid ports is {first}-{last}"
+            ))
+        };
+        for (index, port) in service_spec.ports.iter().flatten().enumerate() {
+            if let Some(node_port) = port.node_port
+                && !(i32::from(first)..=i32::from(last)).contains(&node_port)
+            {
+                return Err(out_of_range(format!("spec.ports[{index}].nodePort"), node_port));
+            }
+        }
+        if let Some(port) = service_spec.health_check_node_port
+            && !(i32::from(first)..=i32::from(last)).contains(&port)
+        {
+            return Err(out_of_range("spec.healthCheckNodePort".into(), port));
+        }
+        if let Some(Ok(address)) = service_spec
+            .load_balancer_ip
+            .as_deref()
+            .map(str::parse::<Ipv4Addr>)
+            && !spec.load_balancer_pool.contains(address)
+        {
+            return Err(fail(format!(
+                "spec.loadBalancerIP: {address} is not in the lab's load-balancer pool {}",
+                spec.load_balancer_pool
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn next(address: Ipv4Addr) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(address) + 1)
+}
+
+fn port_number(number: i32, field: &str) -> Result<(), String> {
+    if (1..=65535).contains(&number) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: Invalid value: {number}: must be between 1 and 65535, inclusive"
+        ))
+    }
+}
+
+/// An IANA service name, as named ports are: at most 15 lower-case letters, digits and '-',
+/// with a letter, not starting or ending with '-' nor holding "--".
+fn port_name(name: &str, field: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 15
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.chars().any(|c| c.is_ascii_lowercase())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: Invalid value: {name:?}: must be a port number or an IANA service name (at most 15 lower-case letters, digits and '-', with a letter)"
+        ))
+    }
+}
+
+fn unsupported(field: &str, value: &str, supported: &[&str]) -> String {
+    let list: Vec<String> = supported.iter().map(|value| format!("{value:?}")).collect();
+    format!(
+        "{field}: Unsupported value: {value:?}: supported values: {}",
+        list.join(", ")
+    )
+}
+
+/// A label key (optionally `prefix/`) and value, as Kubernetes allows them.
+pub(crate) fn label(key: &str, value: &str) -> Result<(), String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let qualified = |text: &str, max: usize| {
+        !text.is_empty()
+            && text.len() <= max
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && text.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && text.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    if !qualified(name, 63) || prefix.is_some_and(|prefix| check_name(prefix, 253).is_err()) {
+        return Err(format!("{key:?} is not a valid label key"));
+    }
+    if !value.is_empty() && !qualified(value, 63) {
+        return Err(format!("{key}: {value:?} is not a valid label value"));
+    }
+    Ok(())
+}
+
+/// Kubernetes' rule for most names (RFC 1123): lower-case letters, digits, '-' and '.', starting
+/// and ending with a letter or digit.
+pub(crate) fn check_name(name: &str, max: usize) -> Result<(), String> {
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (max > 63 && c == '.'));
+    let valid_ends = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    if !name.is_empty() && name.len() <= max && valid_chars && valid_ends {
+        return Ok(());
+    }
+    Err(format!(
+        "{name:?} is not a valid name: use at most {max} lower-case letters, digits and '-'{}, starting and ending with a letter or digit",
+        if max > 63 { " or '.'" } else { "" }
+    ))
+}
