@@ -79,10 +79,13 @@ pub fn run(name: &str, args: &[String]) -> Result<(), String> {
             })
         }
         "nginx" => serve(80, "nginx", |request, _| nginx(request)),
+        "agnhost" => crate::agnhost::run(args),
         "pause" => loop {
             std::thread::park();
         },
-        other => Err(format!("no built-in workload {other:?} (whoami, nginx, pause)")),
+        other => Err(format!(
+            "no built-in workload {other:?} (whoami, nginx, agnhost, pause)"
+        )),
     }
 }
 

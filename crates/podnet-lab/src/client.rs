@@ -159,6 +159,38 @@ pub fn down(name: Option<&str>) -> Result<Option<String>, ClientError> {
     }
 }
 
+/// The objects of `kind` (in `namespace`, named `name`, when given) as a Kubernetes `List`.
+pub fn get(
+    lab: Option<&str>,
+    kind: podnet_model::Kind,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> Result<serde_json::Value, ClientError> {
+    let paths = find(lab)?;
+    let request = Request::Get {
+        kind,
+        namespace: namespace.map(str::to_owned),
+        name: name.map(str::to_owned),
+    };
+    match ask(&paths, &request)? {
+        Response::Objects(objects) => {
+            let items: Vec<serde_json::Value> = objects
+                .iter()
+                .map(|object| match object {
+                    podnet_model::Object::Node(node) => serde_json::to_value(node),
+                    podnet_model::Object::Namespace(namespace) => serde_json::to_value(namespace),
+                    podnet_model::Object::Pod(pod) => serde_json::to_value(pod),
+                    podnet_model::Object::Service(service) => serde_json::to_value(service),
+                    podnet_model::Object::EndpointSlice(slice) => serde_json::to_value(slice),
+                })
+                .collect::<Result<_, _>>()
+                .expect("objects serialize");
+            Ok(serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
 /// The nodes and pods of a lab.
 pub fn status(name: Option<&str>) -> Result<LabStatus, ClientError> {
     let paths = find(name)?;

@@ -268,6 +268,7 @@ fn builtin_port(builtin: Builtin, args: &[String], container: &ContainerObject) 
     match builtin {
         Builtin::Pause | Builtin::Podnet => None,
         Builtin::Nginx => Some(80),
+        Builtin::Agnhost => crate::agnhost::http_port(args),
         Builtin::Whoami => Some(crate::builtin::whoami_port(args, |key| {
             container
                 .env

@@ -10,6 +10,7 @@
 //! pods, [`kubelet`] and [`containers`] for processes, and [`reaper`] for teardown; [`client`]
 //! is the command line's side of [`protocol`], [`source`] the node agents' side.
 
+pub mod agnhost;
 pub mod builtin;
 pub mod client;
 pub mod cluster;

@@ -31,6 +31,15 @@ pub enum Request {
         /// The container; the first one when `None`.
         container: Option<String>,
     },
+    /// The objects of a kind, as the lab's API server stores them.
+    Get {
+        /// The kind.
+        kind: Kind,
+        /// Only this namespace's, when given.
+        namespace: Option<String>,
+        /// Only the object of this name, when given.
+        name: Option<String>,
+    },
     /// Tear everything down and exit.
     Down,
     /// Stream watch events of these kinds (one JSON line each) until the connection closes:
@@ -50,6 +59,8 @@ pub enum Response {
     Applied(Vec<String>),
     /// A container to exec in.
     Exec(ExecTarget),
+    /// Objects.
+    Objects(Vec<podnet_model::Object>),
     /// Done.
     Ok,
     /// The request failed.

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `traefik/whoami` | an HTTP server answering with its hostname, IPs and the request |
 //! | `nginx` | an HTTP server with nginx's welcome page on port 80 |
+//! | `registry.k8s.io/e2e-test-images/agnhost` | `netexec` (HTTP and UDP "who am I") and `connect`, as the upstream e2e tests use them |
 //! | `pause`, `registry.k8s.io/pause` | sleeps; holds nothing (the sandbox owns the namespaces) |
 //! | `podnet` | podnet itself, with the container's `args` (the node agent's DaemonSet) |
 //! | anything else | the container's `command` and `args`, run from the host's filesystem |
@@ -21,6 +22,8 @@ pub enum Builtin {
     Whoami,
     /// `nginx`.
     Nginx,
+    /// Kubernetes' e2e test image.
+    Agnhost,
     /// The pause container.
     Pause,
     /// podnet itself.
@@ -33,6 +36,7 @@ impl Builtin {
         match self {
             Builtin::Whoami => "whoami",
             Builtin::Nginx => "nginx",
+            Builtin::Agnhost => "agnhost",
             Builtin::Pause => "pause",
             Builtin::Podnet => "podnet",
         }
@@ -43,6 +47,7 @@ impl Builtin {
         match repository.as_str() {
             "traefik/whoami" | "containous/whoami" => Some(Builtin::Whoami),
             "library/nginx" | "nginxinc/nginx-unprivileged" => Some(Builtin::Nginx),
+            "e2e-test-images/agnhost" | "library/agnhost" => Some(Builtin::Agnhost),
             "library/pause" | "pause" | "kubernetes/pause" => Some(Builtin::Pause),
             "library/podnet" | "podnet/podnet" => Some(Builtin::Podnet),
             _ => None,
@@ -128,6 +133,7 @@ mod tests {
             ("nginx:1.25-alpine", Builtin::Nginx),
             ("docker.io/library/nginx@sha256:abc", Builtin::Nginx),
             ("registry.k8s.io/pause:3.9", Builtin::Pause),
+            ("registry.k8s.io/e2e-test-images/agnhost:2.52", Builtin::Agnhost),
             ("k8s.gcr.io/pause:3.5", Builtin::Pause),
         ] {
             assert_eq!(

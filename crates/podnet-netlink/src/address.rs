@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressProtocol};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::Result;
@@ -53,6 +53,44 @@ impl Netlink {
         self.execute(
             RouteNetlinkMessage::NewAddress(message),
             Some(Create::Exclusive),
+            || format!("add address {address} to link #{index}"),
+        )
+    }
+
+    /// The addresses of link `index` tagged with `protocol` (`ip addr add ... proto N`), which
+    /// whoever tagged them can tell from everybody else's after a restart.
+    pub fn tagged_addresses(&mut self, index: u32, protocol: u8) -> Result<Vec<IpNet>> {
+        let mut request = AddressMessage::default();
+        request.header.index = index;
+        let replies = self.query(RouteNetlinkMessage::GetAddress(request), true, || {
+            "list addresses".into()
+        })?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewAddress(message) => Some(message),
+                _ => None,
+            })
+            .filter(|message| {
+                message.header.index == index
+                    && message
+                        .attributes
+                        .contains(&AddressAttribute::Protocol(AddressProtocol::Other(protocol)))
+            })
+            .filter_map(parse_address)
+            .map(|address| address.address)
+            .collect())
+    }
+
+    /// Assigns `address` to link `index`, tagged with `protocol`.
+    pub fn add_tagged_address(&mut self, index: u32, address: IpNet, protocol: u8) -> Result<()> {
+        let mut message = address_message(index, address);
+        message
+            .attributes
+            .push(AddressAttribute::Protocol(AddressProtocol::Other(protocol)));
+        self.execute(
+            RouteNetlinkMessage::NewAddress(message),
+            Some(Create::Replace),
             || format!("add address {address} to link #{index}"),
         )
     }

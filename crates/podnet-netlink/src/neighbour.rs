@@ -1,9 +1,7 @@
 //! Neighbours (the ARP/NDP table) and the FDB (forwarding database) of bridges and VXLAN links.
 //!
 //! A permanent neighbour entry tells the kernel the hardware address behind an IP without
-//! asking (no ARP on the wire). A *proxy* entry makes the kernel answer ARP requests for an
-//! address it does not hold, with the link's own hardware address, on a forwarding host: how a
-//! node announces a load-balancer address on its segment, as MetalLB's layer-2 mode does. On a VXLAN link, an FDB entry `MAC dst IP` says which remote
+//! asking (no ARP on the wire). On a VXLAN link, an FDB entry `MAC dst IP` says which remote
 //! tunnel endpoint (node) a frame for MAC is sent to. flannel's VXLAN backend wires every peer
 //! node with one of each, and so does podnet's: no multicast, no learning.
 
@@ -104,52 +102,6 @@ impl Netlink {
         )
     }
 
-    /// The addresses link `index` answers ARP for as a proxy.
-    pub fn proxy_neighbours(&mut self, index: u32) -> Result<Vec<Ipv4Addr>> {
-        let mut request = NeighbourMessage::default();
-        request.header.flags = NeighbourFlags::Proxy;
-        let replies = self.query(RouteNetlinkMessage::GetNeighbour(request), true, || {
-            "list proxy neighbours".into()
-        })?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|reply| match reply {
-                RouteNetlinkMessage::NewNeighbour(message) => Some(message),
-                _ => None,
-            })
-            .filter(|message| {
-                message.header.ifindex == index && message.header.flags.contains(NeighbourFlags::Proxy)
-            })
-            .filter_map(|message| {
-                message
-                    .attributes
-                    .into_iter()
-                    .find_map(|attribute| match attribute {
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => Some(v4),
-                        _ => None,
-                    })
-            })
-            .collect())
-    }
-
-    /// Makes link `index` answer ARP for `ip` (`ip neigh add proxy IP dev LINK`).
-    pub fn add_proxy_neighbour(&mut self, index: u32, ip: Ipv4Addr) -> Result<()> {
-        self.execute(
-            RouteNetlinkMessage::NewNeighbour(proxy_message(index, ip)),
-            Some(Create::Replace),
-            || format!("answer ARP for {ip} on link #{index}"),
-        )
-    }
-
-    /// Stops answering ARP for `ip` on link `index`.
-    pub fn delete_proxy_neighbour(&mut self, index: u32, ip: Ipv4Addr) -> Result<()> {
-        self.execute(
-            RouteNetlinkMessage::DelNeighbour(proxy_message(index, ip)),
-            None,
-            || format!("stop answering ARP for {ip} on link #{index}"),
-        )
-    }
-
     /// The static unicast FDB entries of VXLAN link `index` (those with a remote destination).
     pub fn fdb(&mut self, index: u32) -> Result<Vec<FdbEntry>> {
         let mut request = NeighbourMessage::default();
@@ -237,18 +189,6 @@ fn neighbour_message(neighbour: &Neighbour) -> NeighbourMessage {
     message
         .attributes
         .push(NeighbourAttribute::LinkLayerAddress(neighbour.mac.to_vec()));
-    message
-}
-
-fn proxy_message(index: u32, ip: Ipv4Addr) -> NeighbourMessage {
-    let mut message = NeighbourMessage::default();
-    message.header.family = AddressFamily::Inet;
-    message.header.ifindex = index;
-    message.header.flags = NeighbourFlags::Proxy;
-    message.header.kind = RouteType::Unspec;
-    message
-        .attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
     message
 }
 

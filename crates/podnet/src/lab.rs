@@ -20,7 +20,20 @@ pub enum Command {
         /// The lab file.
         file: PathBuf,
     },
-    /// Show the lab's nodes and pods.
+    /// Print objects of a kind as the lab's API server stores them (JSON, like `kubectl get -o json`).
+    Get {
+        /// nodes, namespaces, pods, services or endpointslices.
+        kind: String,
+        /// Only the object of this name.
+        name: Option<String>,
+        /// Only this namespace's (all namespaces when omitted).
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// The lab (the only running one when omitted).
+        #[arg(long)]
+        lab: Option<String>,
+    },
+    /// Show the lab's nodes, pods and services.
     Status {
         /// The lab (the only running one when omitted).
         #[arg(long)]
@@ -85,6 +98,16 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("{change}");
             }
         }
+        Command::Get {
+            kind,
+            name,
+            namespace,
+            lab,
+        } => {
+            let kind = kind_named(&kind)?;
+            let list = client::get(lab.as_deref(), kind, namespace.as_deref(), name.as_deref())?;
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        }
         Command::Status { lab } => print!("{}", client::format_status(&client::status(lab.as_deref())?)),
         Command::Exec {
             container: c,
@@ -112,6 +135,21 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Daemon { name } => return Ok(daemon(&name)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A kind as `kubectl get` names it.
+fn kind_named(name: &str) -> anyhow::Result<podnet_model::Kind> {
+    use podnet_model::Kind;
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "node" | "nodes" | "no" => Kind::Node,
+        "namespace" | "namespaces" | "ns" => Kind::Namespace,
+        "pod" | "pods" | "po" => Kind::Pod,
+        "service" | "services" | "svc" => Kind::Service,
+        "endpointslice" | "endpointslices" => Kind::EndpointSlice,
+        other => {
+            anyhow::bail!("unknown kind {other:?}: use nodes, namespaces, pods, services or endpointslices")
+        }
+    })
 }
 
 /// The daemon's life: a log on stderr, the readiness report on stdout.

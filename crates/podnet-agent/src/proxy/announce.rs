@@ -3,8 +3,11 @@
 //! Exactly one node answers ARP for each address: every agent computes the same winner from
 //! the same inputs (a hash of node name and address, the lowest wins, among the nodes allowed:
 //! all of them, or with `externalTrafficPolicy: Local` those running a ready endpoint), and
-//! the winner adds a proxy neighbour entry on its uplink. Traffic to the address then arrives
-//! at that node, whose service rules take it from there.
+//! the winner holds the address (a /32 on `lo`, tagged with podnet's protocol), so the kernel
+//! answers ARP for it on the segment. Traffic to the address then arrives at that node, whose
+//! service rules translate it before it could be delivered locally (kube-proxy's IPVS mode
+//! holds its addresses the same way). A proxy-ARP entry would not do: the kernel only answers
+//! for it when the address is routed out of another link than the one asking.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

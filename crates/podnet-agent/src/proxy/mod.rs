@@ -14,14 +14,14 @@ pub mod plan;
 pub mod table;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ipnet::{IpNet, Ipv4Net};
 use podnet_model::{Event, Kind, Mirror, Object, ObjectKey};
 use podnet_netlink::{Netlink, NfNetlink};
-use podnet_nft::registry::PROXY_TABLE;
+use podnet_nft::registry::{PROXY_TABLE, ROUTE_PROTOCOL};
 use podnet_nft::{Datum, Element, Kernel, Syncer};
 use serde_json::json;
 
@@ -39,7 +39,6 @@ const POD_CIDRS_GROUP: &str = "";
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct NodeInfo {
     pod_cidr: Option<Ipv4Net>,
-    address: Option<Ipv4Addr>,
 }
 
 /// What was programmed for one service.
@@ -71,7 +70,7 @@ pub struct Proxy {
     started: bool,
     conntrack: Option<NfNetlink>,
     routes: Option<Netlink>,
-    announced: BTreeSet<Ipv4Addr>,
+    announced: BTreeSet<IpNet>,
     health_checks: HealthChecks,
     metrics: Arc<Metrics>,
 }
@@ -239,60 +238,44 @@ impl Proxy {
         Ok(stale.len())
     }
 
-    /// Answers ARP for the load-balancer addresses this node wins, and only those.
+    /// Holds the load-balancer addresses this node wins, and only those.
     fn announce(&mut self) -> Result<Vec<String>, String> {
         let node_names: Vec<&str> = self.nodes.objects().keys().map(|key| key.name.as_str()).collect();
-        let mut wanted = BTreeSet::new();
-        let mut all_balancer_ips = BTreeSet::new();
-        for programmed in self.programmed.values() {
-            for (ip, eligible) in &programmed.announce {
-                all_balancer_ips.insert(*ip);
-                if announce::winner(*ip, node_names.iter().copied(), eligible.as_ref())
+        let wanted: BTreeSet<IpNet> = self
+            .programmed
+            .values()
+            .flat_map(|programmed| &programmed.announce)
+            .filter(|(ip, eligible)| {
+                announce::winner(*ip, node_names.iter().copied(), eligible.as_ref())
                     == Some(self.node.as_str())
-                {
-                    wanted.insert(*ip);
-                }
-            }
-        }
-        if wanted == self.announced && wanted.is_empty() {
+            })
+            .map(|(ip, _)| IpNet::V4(Ipv4Net::from(*ip)))
+            .collect();
+        if wanted.is_empty() && self.announced.is_empty() {
             return Ok(Vec::new());
         }
-        let own = ObjectKey::cluster(&self.node);
-        let Some(address) = self.nodes.get(&own).and_then(|node| node.address) else {
-            return Ok(Vec::new());
-        };
         if self.routes.is_none() {
             self.routes = Some(Netlink::connect().map_err(|err| err.to_string())?);
         }
         let netlink = self.routes.as_mut().expect("connected above");
-        let uplink = netlink
-            .addresses(None)
-            .map_err(|err| err.to_string())?
-            .into_iter()
-            .find(|entry| entry.address.addr() == IpAddr::V4(address))
-            .map(|entry| entry.index)
-            .ok_or_else(|| format!("no link holds the node address {address}"))?;
-        let current: BTreeSet<Ipv4Addr> = netlink
-            .proxy_neighbours(uplink)
+        let lo = netlink.require_link("lo").map_err(|err| err.to_string())?.index;
+        let current: BTreeSet<IpNet> = netlink
+            .tagged_addresses(lo, ROUTE_PROTOCOL)
             .map_err(|err| err.to_string())?
             .into_iter()
             .collect();
         let mut changes = Vec::new();
-        // Entries of addresses that are no longer announced here, podnet's by being load-balancer
-        // addresses (or announced before); anybody else's stay.
-        for ip in current.difference(&wanted) {
-            if self.announced.contains(ip) || all_balancer_ips.contains(ip) {
-                netlink
-                    .delete_proxy_neighbour(uplink, *ip)
-                    .map_err(|err| err.to_string())?;
-                changes.push(format!("no longer announcing {ip}"));
-            }
-        }
-        for ip in wanted.difference(&current) {
+        for address in current.difference(&wanted) {
             netlink
-                .add_proxy_neighbour(uplink, *ip)
+                .delete_address(lo, *address)
                 .map_err(|err| err.to_string())?;
-            changes.push(format!("announcing {ip} (answering ARP on link #{uplink})"));
+            changes.push(format!("no longer announcing {}", address.addr()));
+        }
+        for address in wanted.difference(&current) {
+            netlink
+                .add_tagged_address(lo, *address, ROUTE_PROTOCOL)
+                .map_err(|err| err.to_string())?;
+            changes.push(format!("announcing {} on the segment", address.addr()));
         }
         self.announced = wanted;
         Ok(changes)
@@ -380,7 +363,6 @@ impl Controller for Proxy {
                                 IpNet::V6(_) => None,
                             },
                         ),
-                        address: podnet_model::node_ipv4(node, "InternalIP"),
                     }),
                     _ => None,
                 });

@@ -260,6 +260,8 @@ fn endpoint_elements(plan: &mut ServicePlan, pick: Pick, key: &[Datum], targets:
 struct Affinity {
     id: String,
     timeout: Duration,
+    /// The port's protocol, which DNAT to a port needs matched first.
+    protocol: &'static str,
 }
 
 impl Affinity {
@@ -268,7 +270,16 @@ impl Affinity {
             "{:010x}",
             fnv1a(format!("{key}/{}/{}/{}", port.name, port.protocol, port.port).as_bytes()) & 0xff_ffff_ffff
         );
-        Affinity { id, timeout }
+        let protocol = match port.protocol {
+            super::model::UDP => "udp",
+            super::model::SCTP => "sctp",
+            _ => "tcp",
+        };
+        Affinity {
+            id,
+            timeout,
+            protocol,
+        }
     }
 
     /// The chain picking among all (or this node's) endpoints.
@@ -315,7 +326,10 @@ impl Affinity {
                     self.endpoint(target),
                     vec![
                         format!("update @{} {{ ip saddr }}", self.endpoint(target)),
-                        format!("dnat ip to {}:{}", target.address, target.port),
+                        format!(
+                            "meta l4proto {} dnat ip to {}:{}",
+                            self.protocol, target.address, target.port
+                        ),
                     ],
                 )
             })
@@ -328,8 +342,9 @@ impl Affinity {
                 .iter()
                 .map(|target| {
                     format!(
-                        "ip saddr @{} dnat ip to {}:{}",
+                        "ip saddr @{} meta l4proto {} dnat ip to {}:{}",
                         self.endpoint(target),
+                        self.protocol,
                         target.address,
                         target.port
                     )

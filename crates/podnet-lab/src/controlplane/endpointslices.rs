@@ -217,3 +217,100 @@ pub fn managed(slice: &EndpointSlice) -> bool {
         .and_then(|labels| labels.get(MANAGED_BY_LABEL))
         .is_some_and(|value| value == CONTROLLER)
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus, ServiceSpec};
+
+    use super::*;
+
+    fn pod(index: usize, ready: bool) -> (ObjectKey, Pod) {
+        let key = ObjectKey {
+            namespace: "default".into(),
+            name: format!("web-{index:03}"),
+        };
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some(key.name.clone()),
+                namespace: Some("default".into()),
+                labels: Some([("app".to_owned(), "web".to_owned())].into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some("node1".into()),
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                pod_ip: Some(format!("10.244.{}.{}", index / 200, index % 200 + 2)),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..PodCondition::default()
+                }]),
+                ..PodStatus::default()
+            }),
+        };
+        (key, pod)
+    }
+
+    fn service() -> (ObjectKey, Service) {
+        let service = Service {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("default".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(ServiceSpec {
+                selector: Some([("app".to_owned(), "web".to_owned())].into()),
+                ports: Some(vec![ServicePort {
+                    port: 80,
+                    ..ServicePort::default()
+                }]),
+                ..ServiceSpec::default()
+            }),
+            status: None,
+        };
+        (ObjectKey::of(&service.metadata), service)
+    }
+
+    #[test]
+    fn at_most_a_hundred_endpoints_go_to_a_slice() {
+        let pods: Vec<(ObjectKey, Pod)> = (0..250).map(|index| pod(index, true)).collect();
+        let (key, service) = service();
+        let slices = for_service(&key, &service, pods.iter().map(|(key, pod)| (key, pod)));
+        let sizes: Vec<usize> = slices.iter().map(|slice| slice.endpoints.len()).collect();
+        assert_eq!(sizes, [100, 100, 50]);
+        let names: std::collections::BTreeSet<_> =
+            slices.iter().map(|slice| slice.metadata.name.clone()).collect();
+        assert_eq!(names.len(), 3, "distinct names");
+    }
+
+    #[test]
+    fn conditions_follow_readiness_deletion_and_publish_not_ready() {
+        let (_, mut terminating) = pod(1, true);
+        terminating.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+        let key = ObjectKey::of(&terminating.metadata);
+        let conditions =
+            |publish: bool, pod: &Pod| endpoint(&key, pod, "web", publish).unwrap().conditions.unwrap();
+        let terminating_conditions = conditions(false, &terminating);
+        assert_eq!(
+            (
+                terminating_conditions.ready,
+                terminating_conditions.serving,
+                terminating_conditions.terminating
+            ),
+            (Some(false), Some(true), Some(true))
+        );
+        let (_, unready) = pod(2, false);
+        assert_eq!(conditions(false, &unready).ready, Some(false));
+        assert_eq!(conditions(true, &unready).ready, Some(true));
+        let (_, mut no_ip) = pod(3, true);
+        no_ip.status.as_mut().unwrap().pod_ip = None;
+        assert!(
+            endpoint(&key, &no_ip, "web", false).is_none(),
+            "no IP, no endpoint"
+        );
+    }
+}

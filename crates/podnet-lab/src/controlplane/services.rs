@@ -82,8 +82,12 @@ pub fn plan(
         ))
     };
 
-    // 1. What the file fixes.
-    for (key, service) in &planned {
+    // 1. What the file fixes: running services first, so that a new service asking for what
+    //    one of them holds is the one refused.
+    let mut order: Vec<&ObjectKey> = planned.keys().collect();
+    order.sort_by_key(|key| (!running.services.contains_key(*key), *key));
+    for key in order {
+        let service = &planned[key];
         let spec = service.spec.as_ref().expect("defaults filled");
         if let Some(ip) = fixed_cluster_ip(spec) {
             Taken::claim_ip(&mut taken.cluster_ips, ip, key)
@@ -193,10 +197,13 @@ pub fn plan(
         }
         let mut allocate_port = |what: String| -> Result<i32, PlanError> {
             let start = (fnv1a(what.as_bytes()) % u64::from(port_count)) as u32;
-            (0..port_count)
+            let free = (0..port_count)
                 .map(|offset| first_port + ((start + offset) % port_count) as u16)
-                .find(|port| taken.claim_port(*port, key).is_ok())
-                .map(i32::from)
+                .find(|port| !taken.node_ports.contains_key(port));
+            if let Some(port) = free {
+                taken.node_ports.insert(port, key.clone());
+            }
+            free.map(i32::from)
                 .ok_or_else(|| PlanError(format!("Service {key}: no free port in {first_port}-{last_port}")))
         };
         if exposed(service_spec) && service_spec.allocate_load_balancer_node_ports != Some(false) {
@@ -304,5 +311,103 @@ fn load_balancer_status(ip: Ipv4Addr) -> ServiceStatus {
             }]),
         }),
         ..ServiceStatus::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec;
+
+    fn file(services: &str) -> crate::spec::LabFile {
+        spec::parse(&format!(
+            "apiVersion: podnet.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: demo\nspec:\n  serviceCIDR: 10.96.0.0/28\n  serviceNodePortRange: 30000-30002\n  loadBalancerPool: 192.168.10.200-192.168.10.200\n{services}"
+        ))
+        .unwrap()
+    }
+
+    fn service(name: &str, spec: &str) -> String {
+        format!("---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n{spec}")
+    }
+
+    #[test]
+    fn addresses_and_ports_are_allocated_kept_and_never_shared() {
+        let lab = file(&format!(
+            "{}{}{}",
+            service(
+                "a",
+                "  type: LoadBalancer\n  externalTrafficPolicy: Local\n  ports:\n  - {port: 80}\n"
+            ),
+            service("b", "  type: LoadBalancer\n  ports:\n  - {port: 80}\n"),
+            service("c", "  clusterIP: None\n  ports:\n  - {port: 80}\n"),
+        ));
+        let first = plan(&lab.spec, &lab.services, &Cluster::default()).unwrap();
+        let a = first.values().next().unwrap();
+        let spec = a.spec.as_ref().unwrap();
+        let ip: Ipv4Addr = spec.cluster_ip.as_deref().unwrap().parse().unwrap();
+        assert!(
+            lab.spec.service_cidr.contains(&ip)
+                && ip != Ipv4Addr::new(10, 96, 0, 1)
+                && ip != Ipv4Addr::new(10, 96, 0, 0)
+        );
+        assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+        assert_eq!(spec.ports.as_ref().unwrap()[0].protocol.as_deref(), Some("TCP"));
+        // a takes a node port and a health-check port, b the last node port: the range is full.
+        let mut ports: Vec<i32> = first
+            .values()
+            .filter_map(|service| service.spec.as_ref())
+            .flat_map(|spec| {
+                spec.ports
+                    .iter()
+                    .flatten()
+                    .filter_map(|port| port.node_port)
+                    .chain(spec.health_check_node_port)
+            })
+            .collect();
+        ports.sort();
+        assert_eq!(ports, [30000, 30001, 30002]);
+        // One pool address: the first load balancer gets it, the second stays pending.
+        let ingress: Vec<Option<Ipv4Addr>> = first.values().take(2).map(ingress_ip).collect();
+        assert_eq!(ingress.iter().flatten().count(), 1, "{ingress:?}");
+        assert_eq!(
+            first
+                .values()
+                .nth(2)
+                .unwrap()
+                .spec
+                .as_ref()
+                .unwrap()
+                .cluster_ip
+                .as_deref(),
+            Some("None")
+        );
+
+        // Applied again, everything is kept as it was.
+        let running = Cluster {
+            services: first.clone(),
+            ..Cluster::default()
+        };
+        assert_eq!(plan(&lab.spec, &lab.services, &running).unwrap(), first);
+    }
+
+    #[test]
+    fn a_full_range_and_taken_fixed_values_are_refused() {
+        let full = file(
+            &(0..14)
+                .map(|index| service(&format!("s{index}"), "  ports:\n  - {port: 80}\n"))
+                .collect::<String>(),
+        );
+        let err = plan(&full.spec, &full.services, &Cluster::default()).unwrap_err();
+        assert!(err.0.contains("the service CIDR 10.96.0.0/28 is full"), "{err}");
+        let taken = file(&format!(
+            "{}{}",
+            service("a", "  clusterIP: 10.96.0.5\n  ports:\n  - {port: 80}\n"),
+            service("b", "  clusterIP: 10.96.0.5\n  ports:\n  - {port: 80}\n"),
+        ));
+        let err = plan(&taken.spec, &taken.services, &Cluster::default()).unwrap_err();
+        assert_eq!(
+            err.0,
+            "Service default/b: spec.clusterIP: Invalid value: \"10.96.0.5\": provided IP is already allocated to Service default/a"
+        );
     }
 }

@@ -241,6 +241,15 @@ impl Lab {
         let mut events = self
             .cluster
             .replace(&desired, &[Kind::Node, Kind::Namespace, Kind::Service]);
+        for event in &events {
+            match event {
+                Event::Applied(Object::Service(service)) => {
+                    report(format!("service {} configured", ObjectKey::of(&service.metadata)))
+                }
+                Event::Deleted(Kind::Service, key) => report(format!("service {key} deleted")),
+                _ => {}
+            }
+        }
         let stale_slices: Vec<ObjectKey> = self
             .cluster
             .endpoint_slices
@@ -805,6 +814,28 @@ impl Lab {
                     Ok(target) => (Response::Exec(target), false),
                     Err(err) => (Response::Error(err), false),
                 }
+            }
+            Request::Get {
+                kind,
+                namespace,
+                name,
+            } => {
+                let objects: Vec<Object> = self
+                    .cluster
+                    .list(kind)
+                    .into_iter()
+                    .filter(|object| {
+                        let key = object.key();
+                        namespace
+                            .as_ref()
+                            .is_none_or(|namespace| !kind.namespaced() || key.namespace == *namespace)
+                            && name.as_ref().is_none_or(|name| key.name == *name)
+                    })
+                    .collect();
+                if let (Some(name), true) = (&name, objects.is_empty()) {
+                    return (Response::Error(format!("{kind:?} {name:?} not found")), false);
+                }
+                (Response::Objects(objects), false)
             }
             Request::Down => {
                 let failures = self.down().await;

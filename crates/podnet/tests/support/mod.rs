@@ -444,6 +444,36 @@ impl Lab {
         run_ok("ip", &full)
     }
 
+    /// `podnet lab get KIND [NAME]` as JSON: a `List` of objects.
+    pub fn get(&self, kind: &str, name: Option<&str>) -> serde_json::Value {
+        let mut args = vec!["lab", "get", "--lab", &self.name, kind];
+        args.extend(name);
+        let output = self.podnet(&args);
+        assert!(
+            output.status.success(),
+            "lab get {kind}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("lab get prints JSON")
+    }
+
+    /// A service's ClusterIP.
+    pub fn service_ip(&self, service: &str) -> String {
+        let list = self.get("services", Some(service));
+        list["items"][0]["spec"]["clusterIP"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no clusterIP: {list}"))
+            .to_owned()
+    }
+
+    /// `podnet lab apply` of `text`, expecting a refusal; returns the error.
+    pub fn apply_refused(&self, text: &str) -> String {
+        std::fs::write(self.file(), text.replace("NAME", &self.name)).unwrap();
+        let output = self.podnet(&["lab", "apply", self.file().to_str().unwrap()]);
+        assert!(!output.status.success(), "apply accepted:\n{text}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
     /// The status line of a pod.
     pub fn pod_line(&self, pod: &str) -> String {
         self.status()
