@@ -41,15 +41,38 @@ pub struct AgentArgs {
     /// host-local's data directory named in that configuration.
     #[arg(long, default_value = "/var/lib/cni/networks")]
     pub ipam_dir: PathBuf,
-    /// Leave Services to another proxy (kube-proxy): do not run podnet's.
-    #[arg(long)]
-    pub no_proxy: bool,
+    /// The controllers to run: `routing` (pod bridge, routes to other nodes, CNI
+    /// configuration), `egress` (masquerading out of the cluster), `proxy` (Services). Leave
+    /// out `proxy` to keep kube-proxy, or run only `proxy` to replace kube-proxy beside
+    /// another network plugin.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = ControllerName::ALL)]
+    pub controllers: Vec<ControllerName>,
     /// Where the service proxy answers health checks (`/healthz`), as kube-proxy does.
     #[arg(long, default_value = "0.0.0.0:10256")]
     pub healthz_address: SocketAddr,
     /// Where the agent serves Prometheus metrics (`/metrics`), as kube-proxy does.
     #[arg(long, default_value = "127.0.0.1:10249")]
     pub metrics_address: SocketAddr,
+}
+
+/// A controller's name on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ControllerName {
+    /// The pod bridge, routes to other nodes, CNI configuration.
+    Routing,
+    /// Masquerading of traffic leaving the cluster.
+    Egress,
+    /// Services.
+    Proxy,
+}
+
+impl ControllerName {
+    /// Every controller.
+    pub const ALL: [ControllerName; 3] = [
+        ControllerName::Routing,
+        ControllerName::Egress,
+        ControllerName::Proxy,
+    ];
 }
 
 /// A backend's name on the command line.
@@ -74,7 +97,7 @@ impl AgentArgs {
             cni_conf: None,
             cni_state_dir: "/var/lib/podnet/cni".into(),
             ipam_dir: "/var/lib/cni/networks".into(),
-            no_proxy: false,
+            controllers: ControllerName::ALL.to_vec(),
             healthz_address: ([0, 0, 0, 0], 10256).into(),
             metrics_address: ([127, 0, 0, 1], 10249).into(),
         }
@@ -102,6 +125,11 @@ impl AgentArgs {
             },
             BackendName::HostGw => Backend::HostGw,
         }
+    }
+
+    /// Whether controller `name` runs.
+    pub fn runs(&self, name: ControllerName) -> bool {
+        self.controllers.contains(&name)
     }
 
     /// Where the CNI configuration goes, when the agent writes one.
@@ -134,9 +162,18 @@ impl AgentArgs {
         flag("ipam-dir", self.ipam_dir.display().to_string());
         flag("healthz-address", self.healthz_address.to_string());
         flag("metrics-address", self.metrics_address.to_string());
-        if self.no_proxy {
-            argv.push("--no-proxy".into());
-        }
+        let controllers: Vec<String> = self
+            .controllers
+            .iter()
+            .map(|controller| {
+                controller
+                    .to_possible_value()
+                    .expect("no skipped variants")
+                    .get_name()
+                    .to_owned()
+            })
+            .collect();
+        flag("controllers", controllers.join(","));
         argv
     }
 }
@@ -158,7 +195,7 @@ mod tests {
         let mut args = AgentArgs::for_node("k8s-w1").with_backend(Backend::Vxlan { vni: 7, port: 4789 });
         args.lab = Some("demo".into());
         args.cni_conf = Some("/run/podnet/labs/demo/nodes/k8s-w1/network.conflist".into());
-        args.no_proxy = true;
+        args.controllers = vec![ControllerName::Routing, ControllerName::Egress];
         let argv = std::iter::once("agent".to_owned()).chain(args.to_argv());
         assert_eq!(Command::parse_from(argv).args, args);
         let host_gw = AgentArgs::for_node("n").with_backend(Backend::HostGw);

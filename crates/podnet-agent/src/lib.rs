@@ -19,22 +19,32 @@ use std::sync::Arc;
 
 use podnet_model::{ClusterSource, Kind};
 
-pub use cli::AgentArgs;
+pub use cli::{AgentArgs, ControllerName};
 pub use routing::cniconf::CniTarget;
+
+/// The kinds the agent's controllers watch (its RBAC must allow `get`, `list` and `watch` on
+/// each).
+pub fn watched_kinds(args: &AgentArgs) -> Vec<Kind> {
+    let mut kinds = vec![Kind::Node];
+    if args.runs(ControllerName::Proxy) {
+        kinds.extend([Kind::Service, Kind::EndpointSlice]);
+    }
+    kinds
+}
 
 /// Runs the agent described by `args` until the source closes.
 pub async fn run(args: &AgentArgs, source: &dyn ClusterSource) -> Result<(), String> {
     let metrics = Arc::new(metrics::Metrics::default());
-    let mut handles = vec![
-        controller::spawn(routing::Routing::new(
-            &args.node,
-            args.backend(),
-            args.cni_target(),
-        )),
-        controller::spawn(egress::Egress::new(&args.node)),
-    ];
+    let mut handles = Vec::new();
+    if args.runs(ControllerName::Routing) {
+        let routing = routing::Routing::new(&args.node, args.backend(), args.cni_target());
+        handles.push(controller::spawn(routing));
+    }
+    if args.runs(ControllerName::Egress) {
+        handles.push(controller::spawn(egress::Egress::new(&args.node)));
+    }
     let mut servers = Vec::new();
-    if !args.no_proxy {
+    if args.runs(ControllerName::Proxy) {
         handles.push(controller::spawn(proxy::Proxy::new(&args.node, metrics.clone())));
         let health = metrics.clone();
         servers.push(
@@ -53,11 +63,7 @@ pub async fn run(args: &AgentArgs, source: &dyn ClusterSource) -> Result<(), Str
         )
         .map_err(|err| format!("serve /metrics on {}: {err}", args.metrics_address))?,
     );
-    let mut kinds: Vec<Kind> = vec![Kind::Node];
-    if !args.no_proxy {
-        kinds.extend([Kind::Service, Kind::EndpointSlice]);
-    }
-    let mut events = source.watch(&kinds);
+    let mut events = source.watch(&watched_kinds(args));
     while let Some(event) = events.recv().await {
         let event = Arc::new(event);
         for handle in &handles {

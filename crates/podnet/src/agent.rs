@@ -12,14 +12,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     tracing::info!(
-        "agent for node {} with the {} backend{}",
+        "agent for node {} with the {} backend, controllers {:?}",
         args.node,
         args.backend().name(),
-        if args.no_proxy {
-            ", services left to another proxy"
-        } else {
-            ""
-        }
+        args.controllers
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,7 +1,8 @@
-//! Cluster mode: the node agent reads Node objects from a Kubernetes API server (a stand-in
-//! that speaks the list-and-watch protocol, support/fake_apiserver.py) instead of a lab, and
-//! wires a node namespace from them: VXLAN routes, neighbours and FDB entries that follow
-//! nodes being added and deleted.
+//! Cluster mode: the node agent reads Nodes, Services and EndpointSlices from a Kubernetes API
+//! server (a stand-in that speaks the list-and-watch protocol, support/fake_apiserver.py)
+//! instead of a lab, and wires a node namespace from them: VXLAN routes, neighbours and FDB
+//! entries that follow nodes being added and deleted, and the service proxy's table following
+//! services and their endpoints.
 
 mod support;
 
@@ -16,6 +17,28 @@ fn node(name: &str, address: &str, pod_cidr: &str) -> Value {
         "metadata": {"name": name},
         "spec": {"podCIDR": pod_cidr},
         "status": {"addresses": [{"type": "InternalIP", "address": address}]},
+    })
+}
+
+fn service() -> Value {
+    json!({
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.10", "type": "ClusterIP", "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]},
+    })
+}
+
+fn slice(addresses: &[&str]) -> Value {
+    let endpoints: Vec<Value> = addresses
+        .iter()
+        .map(|address| json!({"addresses": [address], "conditions": {"ready": true}}))
+        .collect();
+    json!({
+        "kind": "EndpointSlice",
+        "metadata": {"name": "web-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
     })
 }
 
@@ -40,6 +63,8 @@ fn the_agent_follows_nodes_from_the_kubernetes_api() {
     let nodes = json!([
         node("n1", "192.168.50.11", "10.50.0.0/24"),
         node("n2", "192.168.50.12", "10.50.1.0/24"),
+        service(),
+        slice(&["10.50.1.5"]),
     ]);
     std::fs::write(dir.join("nodes.json"), nodes.to_string()).unwrap();
     let server = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/fake_apiserver.py");
@@ -108,6 +133,20 @@ fn the_agent_follows_nodes_from_the_kubernetes_api() {
         "{}",
         routes()
     );
+
+    // Services: the proxy programs the ClusterIP to the slice's endpoints and follows them.
+    let table = || netns.exec_ok("nft", &["list", "table", "ip", "podnet-proxy"]);
+    let has = |text: &str| eventually(10, || table().contains(text).then_some(())).is_some();
+    assert!(has("10.96.0.10 . tcp . 80 . 0 : 10.50.1.5 . 8080"), "{}", table());
+    cluster_event(&netns, "MODIFIED", slice(&["10.50.1.5", "10.50.2.7"]));
+    assert!(has("10.96.0.10 . tcp . 80 : goto cluster-2"), "{}", table());
+    cluster_event(&netns, "DELETED", service());
+    assert!(
+        eventually(10, || (!table().contains("10.96.0.10")).then_some(())).is_some(),
+        "{}",
+        table()
+    );
+
     cluster_event(&netns, "DELETED", node("n2", "192.168.50.12", "10.50.1.0/24"));
     assert!(has_route("10.50.1.0/24", false), "{}", routes());
     let fdb = netns.exec_ok("bridge", &["fdb", "show", "dev", "podnet.1"]);

@@ -112,6 +112,29 @@ pub fn slices_for(cluster: &mut Cluster, which: Option<&[ObjectKey]>) -> Vec<Eve
         Some(keys) => keys.to_vec(),
         None => cluster.services.keys().cloned().collect(),
     };
+    // The controller's slices of each of those services, found in one pass.
+    let wanted_services: std::collections::HashSet<&ObjectKey> = services.iter().collect();
+    let mut existing: std::collections::HashMap<ObjectKey, Vec<ObjectKey>> = std::collections::HashMap::new();
+    for (slice_key, slice) in &cluster.endpoint_slices {
+        if !endpointslices::managed(slice) {
+            continue;
+        }
+        let Some(service) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(crate::spec::SERVICE_NAME_LABEL))
+        else {
+            continue;
+        };
+        let service = ObjectKey {
+            namespace: slice_key.namespace.clone(),
+            name: service.clone(),
+        };
+        if wanted_services.contains(&service) {
+            existing.entry(service).or_default().push(slice_key.clone());
+        }
+    }
     let mut events = Vec::new();
     for key in services {
         let wanted: Vec<k8s_openapi::api::discovery::v1::EndpointSlice> = match cluster.services.get(&key) {
@@ -122,24 +145,10 @@ pub fn slices_for(cluster: &mut Cluster, which: Option<&[ObjectKey]>) -> Vec<Eve
             .iter()
             .map(|slice| ObjectKey::of(&slice.metadata))
             .collect();
-        let stale: Vec<ObjectKey> = cluster
-            .endpoint_slices
-            .iter()
-            .filter(|(slice_key, slice)| {
-                slice_key.namespace == key.namespace
-                    && endpointslices::managed(slice)
-                    && slice
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|labels| labels.get(crate::spec::SERVICE_NAME_LABEL))
-                        == Some(&key.name)
-                    && !wanted_keys.contains(slice_key)
-            })
-            .map(|(slice_key, _)| slice_key.clone())
-            .collect();
-        for slice_key in stale {
-            events.extend(cluster.remove(Kind::EndpointSlice, &slice_key));
+        for slice_key in existing.remove(&key).unwrap_or_default() {
+            if !wanted_keys.contains(&slice_key) {
+                events.extend(cluster.remove(Kind::EndpointSlice, &slice_key));
+            }
         }
         for slice in wanted {
             events.extend(cluster.put(Object::EndpointSlice(Box::new(slice))));

@@ -36,7 +36,7 @@ use crate::topology::{self, NodeRuntime};
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many watch events a slow watcher may fall behind before it is disconnected (it then
 /// reconnects and lists again).
-const WATCH_BACKLOG: usize = 1 << 17;
+const WATCH_BACKLOG: usize = 1 << 20;
 /// The grace period of everything when the lab goes down: none.
 const NO_GRACE: Duration = Duration::ZERO;
 
