@@ -4,7 +4,7 @@
 //! its dataplane the same way).
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use podnet_model::{Event, Kind};
@@ -13,6 +13,9 @@ use podnet_model::{Event, Kind};
 const RESYNC: Duration = Duration::from_secs(60);
 /// How long a controller waits before trying again after a failure.
 const RETRY: Duration = Duration::from_secs(1);
+/// How many events may wait for a controller: beyond, the source waits (a busy controller
+/// slows the watch down instead of piling up whole API objects in memory).
+const BACKLOG: usize = 256;
 
 /// One concern of the agent.
 pub trait Controller: Send + 'static {
@@ -39,11 +42,12 @@ pub struct Reconciled {
 /// A running controller: where its events go.
 pub struct Handle {
     kinds: &'static [Kind],
-    events: Sender<Arc<Event>>,
+    events: SyncSender<Arc<Event>>,
 }
 
 impl Handle {
-    /// Passes `event` on if the controller watches its kind (`Synced` goes to all).
+    /// Passes `event` on if the controller watches its kind (`Synced` goes to all), waiting
+    /// while the controller's backlog is full.
     pub fn offer(&self, event: &Arc<Event>) {
         let wanted = match &**event {
             Event::Relisting(kind) | Event::Listed(kind) | Event::Deleted(kind, _) => {
@@ -60,7 +64,7 @@ impl Handle {
 
 /// Starts `controller` on a thread of its own.
 pub fn spawn(mut controller: impl Controller) -> Handle {
-    let (events, receiver) = std::sync::mpsc::channel();
+    let (events, receiver) = std::sync::mpsc::sync_channel(BACKLOG);
     let kinds = controller.kinds();
     std::thread::Builder::new()
         .name(controller.name().into())

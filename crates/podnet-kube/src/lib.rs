@@ -20,7 +20,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use kube::{Api, Client, Config};
-use podnet_model::{ClusterSource, Event, Kind, Object};
+use podnet_model::{ClusterSource, Event, Kind, Object, WATCH_BUFFER};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
@@ -78,8 +78,8 @@ impl KubeSource {
 impl ClusterSource for KubeSource {
     /// One watcher per kind, behind a barrier: `Synced` once each has listed. Must be called
     /// inside a tokio runtime.
-    fn watch(&self, kinds: &[Kind]) -> mpsc::UnboundedReceiver<Event> {
-        let (sender, events) = mpsc::unbounded_channel();
+    fn watch(&self, kinds: &[Kind]) -> mpsc::Receiver<Event> {
+        let (sender, events) = mpsc::channel(WATCH_BUFFER);
         let barrier = Barrier::new(kinds);
         for kind in kinds {
             let (client, sender, barrier) = (self.client.clone(), sender.clone(), barrier.clone());
@@ -159,7 +159,7 @@ fn translate<K: Watched>(event: watcher::Event<K>) -> Event {
     }
 }
 
-fn spawn_watcher<K: Watched>(client: Client, sender: mpsc::UnboundedSender<Event>, barrier: Barrier) {
+fn spawn_watcher<K: Watched>(client: Client, sender: mpsc::Sender<Event>, barrier: Barrier) {
     let stream = watcher::watcher(Api::<K>::all(client), watcher::Config::default()).default_backoff();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
@@ -172,10 +172,10 @@ fn spawn_watcher<K: Watched>(client: Client, sender: mpsc::UnboundedSender<Event
                 Some(Ok(event)) => {
                     let event = translate(event);
                     let listed = event == Event::Listed(K::KIND);
-                    if sender.send(event).is_err() {
+                    if sender.send(event).await.is_err() {
                         return;
                     }
-                    if listed && barrier.listed(K::KIND) && sender.send(Event::Synced).is_err() {
+                    if listed && barrier.listed(K::KIND) && sender.send(Event::Synced).await.is_err() {
                         return;
                     }
                 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use podnet_model::{ClusterSource, Event, Kind};
+use podnet_model::{ClusterSource, Event, Kind, WATCH_BUFFER};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
@@ -31,10 +31,10 @@ impl LabSource {
 impl ClusterSource for LabSource {
     /// Watches `kinds`, reconnecting (and so listing again) whenever the connection breaks.
     /// Must be called inside a tokio runtime.
-    fn watch(&self, kinds: &[Kind]) -> mpsc::UnboundedReceiver<Event> {
+    fn watch(&self, kinds: &[Kind]) -> mpsc::Receiver<Event> {
         let socket = LabPaths::new(&self.name).socket();
         let kinds = kinds.to_vec();
-        let (sender, events) = mpsc::unbounded_channel();
+        let (sender, events) = mpsc::channel(WATCH_BUFFER);
         tokio::spawn(async move {
             while !sender.is_closed() {
                 if let Ok(stream) = UnixStream::connect(&socket).await {
@@ -47,7 +47,7 @@ impl ClusterSource for LabSource {
                         while let Ok(Some(line)) = lines.next_line().await {
                             match serde_json::from_str::<Event>(&line) {
                                 Ok(event) => {
-                                    if sender.send(event).is_err() {
+                                    if sender.send(event).await.is_err() {
                                         return;
                                     }
                                 }

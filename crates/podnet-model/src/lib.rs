@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
 pub use object::{Kind, Object};
-pub use source::{Changes, ClusterSource, Event, Mirror};
+pub use source::{Changes, ClusterSource, Event, Mirror, WATCH_BUFFER};
 
 /// The namespace objects land in when they name none.
 pub const DEFAULT_NAMESPACE: &str = "default";

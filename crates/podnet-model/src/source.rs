@@ -32,12 +32,18 @@ pub enum Event {
     Synced,
 }
 
+/// How many events a source keeps ready for a component that has not taken them yet: beyond,
+/// the source stops reading, so that a large list (100,000 services) never sits in memory as
+/// whole API objects.
+pub const WATCH_BUFFER: usize = 256;
+
 /// Where a component gets cluster objects from: the lab's control plane or the Kubernetes API
 /// server.
 pub trait ClusterSource: Send + Sync {
     /// Watches `kinds`: their lists, then their changes, until the receiver is dropped. The
-    /// source reconnects (and relists) on its own when its connection breaks.
-    fn watch(&self, kinds: &[Kind]) -> mpsc::UnboundedReceiver<Event>;
+    /// source reconnects (and relists) on its own when its connection breaks; it holds at most
+    /// [`WATCH_BUFFER`] events the receiver has not taken.
+    fn watch(&self, kinds: &[Kind]) -> mpsc::Receiver<Event>;
 }
 
 /// What [`Mirror::apply`] did.

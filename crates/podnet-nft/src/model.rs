@@ -357,16 +357,26 @@ impl Element {
 
     /// The key as nft writes it (`10.96.0.1 . tcp . 80`).
     pub fn key_text(&self) -> String {
-        join(&self.key)
+        let mut text = String::new();
+        let _ = self.write_key(&mut text);
+        text
     }
 
     /// The element as nft writes it (`10.96.0.1 . tcp . 80 : goto cluster-2`).
     pub fn text(&self) -> String {
-        match &self.data {
-            None => self.key_text(),
-            Some(Data::Values(values)) => format!("{} : {}", self.key_text(), join(values)),
-            Some(Data::Verdict(verdict)) => format!("{} : {verdict}", self.key_text()),
-        }
+        let mut text = String::new();
+        let _ = self.write_text(&mut text);
+        text
+    }
+
+    /// Writes the key as nft writes it.
+    pub fn write_key(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        write_joined(out, &self.key)
+    }
+
+    /// Writes the element as nft writes it.
+    pub fn write_text(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        write_element(out, &self.key, self.data.as_ref())
     }
 
     /// Whether netlink can carry the element as podnet encodes it (prefixes need interval
@@ -376,12 +386,27 @@ impl Element {
     }
 }
 
-fn join(values: &[Datum]) -> String {
-    values
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(" . ")
+/// Writes an element (key, and data for maps) as nft writes it.
+pub(crate) fn write_element(out: &mut impl fmt::Write, key: &[Datum], data: Option<&Data>) -> fmt::Result {
+    write_joined(out, key)?;
+    match data {
+        None => Ok(()),
+        Some(Data::Values(values)) => {
+            out.write_str(" : ")?;
+            write_joined(out, values)
+        }
+        Some(Data::Verdict(verdict)) => write!(out, " : {verdict}"),
+    }
+}
+
+fn write_joined(out: &mut impl fmt::Write, values: &[Datum]) -> fmt::Result {
+    for (index, value) in values.iter().enumerate() {
+        if index > 0 {
+            out.write_str(" . ")?;
+        }
+        write!(out, "{value}")?;
+    }
+    Ok(())
 }
 
 /// `text` as an nft string literal.

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 
 use crate::Error;
 use crate::elements::Operation;
-use crate::model::{Chain, Element, Set, Table, quote};
+use crate::model::{Chain, Data, Datum, Element, Set, Table, quote, write_element};
 
 /// The nft executable, found on `PATH`.
 const NFT: &str = "nft";
@@ -130,27 +130,46 @@ impl Script {
         operation: Operation,
         elements: impl IntoIterator<Item = &'a Element>,
     ) -> &mut Self {
-        let texts: Vec<String> = elements
+        let parts = elements
             .into_iter()
-            .map(|element| match operation {
-                Operation::Add => element.text(),
-                Operation::Delete => element.key_text(),
-            })
-            .collect();
-        if texts.is_empty() {
-            return self;
-        }
+            .map(|element| (&element.key[..], element.data.as_ref()));
+        self.element_parts(table, set, operation, parts)
+    }
+
+    /// Adds or deletes the elements of set `set` given as key and data: written straight into
+    /// the script, in commands of at most 10,000 elements (nft reads each command into memory
+    /// at once).
+    pub(crate) fn element_parts<'a>(
+        &mut self,
+        table: &Table,
+        set: &str,
+        operation: Operation,
+        elements: impl IntoIterator<Item = (&'a [Datum], Option<&'a Data>)>,
+    ) -> &mut Self {
+        const CHUNK: usize = 10_000;
         let verb = match operation {
             Operation::Add => "add",
             Operation::Delete => "delete",
         };
-        // Long lists are split: nft reads each command into memory at once.
-        for chunk in texts.chunks(10_000) {
-            self.line(format_args!(
-                "{verb} element {} {set} {{ {} }}",
-                table.reference(),
-                chunk.join(", ")
-            ));
+        let mut count = 0;
+        for (key, data) in elements {
+            if count % CHUNK == 0 {
+                if count > 0 {
+                    self.text.push_str(" }\n");
+                }
+                let _ = write!(self.text, "{verb} element {} {set} {{ ", table.reference());
+            } else {
+                self.text.push_str(", ");
+            }
+            let data = match operation {
+                Operation::Add => data,
+                Operation::Delete => None,
+            };
+            let _ = write_element(&mut self.text, key, data);
+            count += 1;
+        }
+        if count > 0 {
+            self.text.push_str(" }\n");
         }
         self
     }
@@ -184,19 +203,24 @@ impl Script {
 
     /// Applies the script and waits for the kernel's answer.
     pub fn apply(&self) -> Result<(), Error> {
-        self.start()?.wait()
+        let mut child = spawn()?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        // A large script does not fit the pipe: it is written while nft reads (and its
+        // errors collected), without a copy of the text.
+        let output = std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let _ = stdin.write_all(self.text.as_bytes());
+            });
+            child.wait_with_output()
+        })
+        .map_err(Error::Spawn)?;
+        outcome(output)
     }
 
     /// Starts applying the script in an `nft` process and returns at once, so the caller can do
     /// other work while the kernel commits; [`Pending::wait`] collects the outcome.
     pub fn start(&self) -> Result<Pending, Error> {
-        let mut child = Command::new(NFT)
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(Error::Spawn)?;
+        let mut child = spawn()?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let text = self.text.clone();
         // A large script does not fit the pipe: write it from a thread while nft reads.
@@ -219,13 +243,29 @@ impl Pending {
     pub fn wait(self) -> Result<(), Error> {
         let output = self.child.wait_with_output().map_err(Error::Spawn)?;
         let _ = self.writer.join();
-        if output.status.success() {
-            return Ok(());
-        }
-        Err(Error::Rejected {
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        })
+        outcome(output)
     }
+}
+
+/// `nft -f -`, reading the script from its stdin.
+fn spawn() -> Result<Child, Error> {
+    Command::new(NFT)
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(Error::Spawn)
+}
+
+/// Whether the kernel accepted the transaction, as `nft` says.
+fn outcome(output: std::process::Output) -> Result<(), Error> {
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(Error::Rejected {
+        stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+    })
 }
 
 #[cfg(test)]

@@ -12,13 +12,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
+use std::sync::Arc;
 
 use podnet_netlink::NfNetlink;
 use podnet_netlink::nfnetlink::{Attributes, Message, Subsystem};
 
 use crate::Error;
 use crate::elements::{self, Operation};
-use crate::model::{Chain, Data, Element, Set, Table};
+use crate::model::{Chain, Data, Datum, Element, Set, Table};
 use crate::script::Script;
 
 /// Where transactions go: the kernel, or a recorder in tests.
@@ -180,8 +181,21 @@ impl Committed {
     }
 }
 
+/// An element's key, shared by its slot and the groups that want it.
+type Key = Arc<[Datum]>;
 /// An element's identity: its set (by index) and key.
-type ElementId = (u16, Box<[crate::model::Datum]>);
+type ElementId = (u16, Key);
+
+/// What the kernel holds of an element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Live {
+    /// Nothing.
+    Absent,
+    /// The element with the data wanted now.
+    Wanted,
+    /// The element with other data.
+    Other(Option<Data>),
+}
 
 /// What the syncer knows of one element.
 struct Slot {
@@ -189,8 +203,8 @@ struct Slot {
     owners: u32,
     /// The data the last group to ask for it wants.
     wanted: Option<Data>,
-    /// What the kernel holds: absent, or present with this data.
-    live: Option<Option<Data>>,
+    /// What the kernel holds.
+    live: Live,
 }
 
 /// Keeps one table equal to the desired state, sending deltas. `G` names element groups.
@@ -203,8 +217,11 @@ pub struct Syncer<G, B = Kernel> {
     applied_chains: BTreeMap<String, Chain>,
     set_names: Vec<String>,
     set_ids: HashMap<String, u16>,
-    elements: HashMap<ElementId, Slot>,
-    groups: HashMap<G, Box<[(u16, Element)]>>,
+    /// Elements by set, then key.
+    elements: Vec<HashMap<Key, Slot>>,
+    /// How many elements some group wants.
+    wanted: usize,
+    groups: HashMap<G, Box<[ElementId]>>,
     dirty: HashSet<ElementId>,
     built: bool,
 }
@@ -221,7 +238,8 @@ impl<G: Hash + Eq, B: Backend> Syncer<G, B> {
             applied_chains: BTreeMap::new(),
             set_names: Vec::new(),
             set_ids: HashMap::new(),
-            elements: HashMap::new(),
+            elements: Vec::new(),
+            wanted: 0,
             groups: HashMap::new(),
             dirty: HashSet::new(),
             built: false,
@@ -259,35 +277,43 @@ impl<G: Hash + Eq, B: Backend> Syncer<G, B> {
         self.chains.remove(name);
     }
 
-    /// The chains wanted now.
-    pub fn chains(&self) -> impl Iterator<Item = &Chain> {
-        self.chains.values()
-    }
-
-    /// Whether group `group` is known.
-    pub fn has_group(&self, group: &G) -> bool {
-        self.groups.contains_key(group)
-    }
-
     /// Makes `elements` (set name and element each) what group `group` wants, replacing what it
     /// wanted before.
     pub fn put_group<S: AsRef<str>>(&mut self, group: G, elements: impl IntoIterator<Item = (S, Element)>) {
-        let members: Box<[(u16, Element)]> = elements
-            .into_iter()
-            .map(|(set, element)| (self.set_id(set.as_ref()), element))
-            .collect();
-        for (set, element) in members.iter() {
-            let id = (*set, element.key.clone());
-            let slot = self.elements.entry(id.clone()).or_insert(Slot {
-                owners: 0,
-                wanted: None,
-                live: None,
-            });
+        let mut members = Vec::new();
+        for (set, element) in elements {
+            let set = self.set_id(set.as_ref());
+            let slots = &mut self.elements[set as usize];
+            let key = match slots.get_key_value(&element.key[..]) {
+                Some((key, _)) => key.clone(),
+                None => {
+                    let key: Key = element.key.into();
+                    slots.insert(
+                        key.clone(),
+                        Slot {
+                            owners: 0,
+                            wanted: None,
+                            live: Live::Absent,
+                        },
+                    );
+                    key
+                }
+            };
+            let slot = slots.get_mut(&key).expect("inserted above");
+            if slot.owners == 0 {
+                self.wanted += 1;
+            }
             slot.owners += 1;
-            slot.wanted = element.data.clone();
-            self.dirty.insert(id);
+            if slot.wanted != element.data {
+                let previous = std::mem::replace(&mut slot.wanted, element.data);
+                if slot.live == Live::Wanted {
+                    slot.live = Live::Other(previous);
+                }
+            }
+            self.dirty.insert((set, key.clone()));
+            members.push((set, key));
         }
-        if let Some(previous) = self.groups.insert(group, members) {
+        if let Some(previous) = self.groups.insert(group, members.into()) {
             self.release(&previous);
         }
     }
@@ -299,12 +325,14 @@ impl<G: Hash + Eq, B: Backend> Syncer<G, B> {
         }
     }
 
-    fn release(&mut self, members: &[(u16, Element)]) {
-        for (set, element) in members {
-            let id = (*set, element.key.clone());
-            if let Some(slot) = self.elements.get_mut(&id) {
+    fn release(&mut self, members: &[ElementId]) {
+        for (set, key) in members {
+            if let Some(slot) = self.elements[*set as usize].get_mut(key) {
                 slot.owners -= 1;
-                self.dirty.insert(id);
+                if slot.owners == 0 {
+                    self.wanted -= 1;
+                }
+                self.dirty.insert((*set, key.clone()));
             }
         }
     }
@@ -316,12 +344,13 @@ impl<G: Hash + Eq, B: Backend> Syncer<G, B> {
         let id = self.set_names.len() as u16;
         self.set_names.push(name.to_owned());
         self.set_ids.insert(name.to_owned(), id);
+        self.elements.push(HashMap::new());
         id
     }
 
     /// How many elements are wanted now.
     pub fn element_count(&self) -> usize {
-        self.elements.values().filter(|slot| slot.owners > 0).count()
+        self.wanted
     }
 
     /// Checks that the table is still there (somebody may have flushed the ruleset); when it is
@@ -365,26 +394,30 @@ impl<G: Hash + Eq, B: Backend> Syncer<G, B> {
         for chain in self.chains.values() {
             script.add_rules(&self.table, chain);
         }
-        let mut by_set: BTreeMap<u16, Vec<Element>> = BTreeMap::new();
-        for ((set, key), slot) in &self.elements {
-            if slot.owners > 0 && self.sets.contains_key(&self.set_names[*set as usize]) {
-                by_set.entry(*set).or_default().push(Element {
-                    key: key.clone(),
-                    data: slot.wanted.clone(),
-                });
-            }
-        }
         let mut added = 0;
-        for (set, list) in &by_set {
-            added += list.len();
-            script.elements(&self.table, &self.set_names[*set as usize], Operation::Add, list);
+        for (set, slots) in self.elements.iter().enumerate() {
+            let name = &self.set_names[set];
+            if !self.sets.contains_key(name) {
+                continue;
+            }
+            let list = slots
+                .iter()
+                .filter(|(_, slot)| slot.owners > 0)
+                .map(|(key, slot)| (&key[..], slot.wanted.as_ref()));
+            script.element_parts(&self.table, name, Operation::Add, list);
+            added += slots.values().filter(|slot| slot.owners > 0).count();
         }
         self.backend.apply_script(&script)?;
-        self.elements.retain(|_, slot| slot.owners > 0);
-        for slot in self.elements.values_mut() {
-            slot.live = Some(slot.wanted.clone());
+        for (set, slots) in self.elements.iter_mut().enumerate() {
+            let present = self.sets.contains_key(&self.set_names[set]);
+            slots.retain(|_, slot| slot.owners > 0);
+            for slot in slots.values_mut() {
+                slot.live = if present { Live::Wanted } else { Live::Absent };
+            }
         }
-        self.dirty.clear();
+        // A new set, not a cleared one: iterating a set costs its capacity, which the first
+        // (large) commit grew.
+        self.dirty = HashSet::new();
         self.applied_sets = self.sets.clone();
         self.applied_chains = self.chains.clone();
         self.built = true;
@@ -447,29 +480,32 @@ impl<G: Hash + Eq, B: Backend> Syncer<G, B> {
         // Element changes: what the kernel holds against what is wanted.
         let mut deletions: Vec<(u16, Element)> = Vec::new();
         let mut additions: Vec<(u16, Element)> = Vec::new();
-        for id in &self.dirty {
-            let Some(slot) = self.elements.get(id) else {
+        for (set, key) in &self.dirty {
+            let Some(slot) = self.elements[*set as usize].get(key) else {
                 continue;
             };
-            let set_gone = !self.sets.contains_key(&self.set_names[id.0 as usize]);
-            let wanted = (slot.owners > 0 && !set_gone).then_some(&slot.wanted);
+            let name = &self.set_names[*set as usize];
+            let set_wanted = self.sets.contains_key(name);
+            // A set deleted in this commit takes its elements with it.
+            let set_applied = self.applied_sets.contains_key(name) && set_wanted;
+            let wanted = slot.owners > 0 && set_wanted;
             let element = |data: &Option<Data>| Element {
-                key: id.1.clone(),
+                key: key[..].into(),
                 data: data.clone(),
             };
             match (&slot.live, wanted) {
-                (Some(live), Some(wanted)) if live == wanted => {}
-                (Some(live), wanted) => {
-                    // A deleted set takes its elements with it.
-                    if self.applied_sets.contains_key(&self.set_names[id.0 as usize]) && !set_gone {
-                        deletions.push((id.0, element(live)));
-                    }
-                    if let Some(wanted) = wanted {
-                        additions.push((id.0, element(wanted)));
+                (Live::Wanted, true) | (Live::Absent, false) => {}
+                (Live::Other(live), true) if *live == slot.wanted => {}
+                (Live::Absent, true) => additions.push((*set, element(&slot.wanted))),
+                (Live::Other(_), true) => {
+                    deletions.push((*set, element(&None)));
+                    additions.push((*set, element(&slot.wanted)));
+                }
+                (Live::Wanted | Live::Other(_), false) => {
+                    if set_applied {
+                        deletions.push((*set, element(&None)));
                     }
                 }
-                (None, Some(wanted)) => additions.push((id.0, element(wanted))),
-                (None, None) => {}
             }
         }
         if structural == 0 && deletions.is_empty() && additions.is_empty() {
@@ -542,13 +578,15 @@ impl<G: Hash + Eq, B: Backend> Syncer<G, B> {
 
     /// After a successful commit: the kernel holds what was wanted.
     fn settle_elements(&mut self) {
-        for id in std::mem::take(&mut self.dirty) {
-            let set_live = self.sets.contains_key(&self.set_names[id.0 as usize]);
-            match self.elements.get_mut(&id) {
-                Some(slot) if slot.owners > 0 && set_live => slot.live = Some(slot.wanted.clone()),
-                Some(slot) if slot.owners > 0 => slot.live = None,
+        for (set, key) in std::mem::take(&mut self.dirty) {
+            let present = self.sets.contains_key(&self.set_names[set as usize]);
+            let slots = &mut self.elements[set as usize];
+            match slots.get_mut(&key) {
+                Some(slot) if slot.owners > 0 => {
+                    slot.live = if present { Live::Wanted } else { Live::Absent };
+                }
                 Some(_) => {
-                    self.elements.remove(&id);
+                    slots.remove(&key);
                 }
                 None => {}
             }

@@ -23,10 +23,9 @@ pub fn stale(before: Option<&PlannedPort>, after: Option<&PlannedPort>, flows: &
     if port.protocol != UDP {
         return Vec::new();
     }
-    let empty = BTreeSet::new();
-    let old = before.map_or(&empty, |port| &port.targets);
-    let new = after.map_or(&empty, |port| &port.targets);
-    let gone: BTreeSet<&Target> = old.difference(new).collect();
+    let old: BTreeSet<&Target> = before.iter().flat_map(|port| &port.targets).collect();
+    let new: BTreeSet<&Target> = after.iter().flat_map(|port| &port.targets).collect();
+    let gone: BTreeSet<&Target> = old.difference(&new).copied().collect();
     let was_unreachable = old.is_empty() && !new.is_empty();
     if gone.is_empty() && !was_unreachable {
         return Vec::new();

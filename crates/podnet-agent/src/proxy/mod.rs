@@ -32,8 +32,10 @@ use model::{ServiceInfo, SliceInfo, UDP};
 use plan::{PlannedPort, ServicePlan};
 use table::Shared;
 
-/// The element group of the cluster's pod subnets.
-const POD_CIDRS_GROUP: &str = "";
+/// The element group of the cluster's pod subnets (no service has an empty key).
+fn pod_cidrs_group() -> ObjectKey {
+    ObjectKey::cluster("")
+}
 
 /// What the proxy knows of a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +46,7 @@ struct NodeInfo {
 /// What was programmed for one service.
 #[derive(Debug, Default)]
 struct Programmed {
-    shared: BTreeSet<Shared>,
+    shared: Vec<Shared>,
     chains: Vec<String>,
     sets: Vec<String>,
     ports: Vec<PlannedPort>,
@@ -59,20 +61,24 @@ pub struct Proxy {
     slices: Mirror<SliceInfo>,
     nodes: Mirror<NodeInfo>,
     /// The slices of each service.
-    slices_of: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    slices_of: HashMap<ObjectKey, Vec<ObjectKey>>,
     /// Services to plan again.
     dirty: HashSet<ObjectKey>,
     nodes_changed: bool,
     programmed: HashMap<ObjectKey, Programmed>,
+    /// The services with load-balancer addresses or health checks (few among many).
+    balanced: BTreeSet<ObjectKey>,
     /// How many services use each shared chain.
     shared_users: BTreeMap<Shared, usize>,
-    syncer: Syncer<String, Kernel>,
+    syncer: Syncer<ObjectKey, Kernel>,
     started: bool,
     conntrack: Option<NfNetlink>,
     routes: Option<Netlink>,
     announced: BTreeSet<IpNet>,
     health_checks: HealthChecks,
     metrics: Arc<Metrics>,
+    /// Service ports and endpoints programmed, for the metrics.
+    totals: (usize, usize),
 }
 
 impl Proxy {
@@ -87,6 +93,7 @@ impl Proxy {
             dirty: HashSet::new(),
             nodes_changed: false,
             programmed: HashMap::new(),
+            balanced: BTreeSet::new(),
             shared_users: BTreeMap::new(),
             syncer: Syncer::new(PROXY_TABLE, Kernel::new()),
             started: false,
@@ -95,6 +102,7 @@ impl Proxy {
             announced: BTreeSet::new(),
             health_checks: HealthChecks::default(),
             metrics,
+            totals: (0, 0),
         }
     }
 
@@ -115,6 +123,18 @@ impl Proxy {
         };
         let existed = self.programmed.contains_key(key);
         let old = self.programmed.remove(key).unwrap_or_default();
+        let count = |ports: &[PlannedPort]| {
+            (
+                ports.len(),
+                ports.iter().map(|port| port.targets.len()).sum::<usize>(),
+            )
+        };
+        let (old_ports, old_endpoints) = count(&old.ports);
+        let (new_ports, new_endpoints) = count(&plan.ports);
+        self.totals = (
+            self.totals.0 - old_ports + new_ports,
+            self.totals.1 - old_endpoints + new_endpoints,
+        );
         for chain in &old.shared {
             if let Some(users) = self.shared_users.get_mut(chain) {
                 *users -= 1;
@@ -137,19 +157,31 @@ impl Proxy {
         for chain in plan.chains {
             self.syncer.put_chain(chain);
         }
-        let group = key.to_string();
         if plan.elements.is_empty() {
-            self.syncer.remove_group(&group);
+            self.syncer.remove_group(key);
         } else {
-            self.syncer.put_group(group, plan.elements);
+            self.syncer.put_group(key.clone(), plan.elements);
         }
-        let before = existed.then_some(old.ports);
-        let after = plan.ports.clone();
+        // Only UDP flows are ever forgotten: only UDP ports are kept for that.
+        let udp = |ports: &[PlannedPort]| -> Vec<PlannedPort> {
+            ports
+                .iter()
+                .filter(|port| port.protocol == UDP)
+                .cloned()
+                .collect()
+        };
+        let before = existed.then(|| udp(&old.ports));
+        let after = udp(&plan.ports);
+        if plan.announce.is_empty() && plan.health_check.is_none() {
+            self.balanced.remove(key);
+        } else {
+            self.balanced.insert(key.clone());
+        }
         if self.services.get(key).is_some() {
             self.programmed.insert(
                 key.clone(),
                 Programmed {
-                    shared: plan.shared,
+                    shared: plan.shared.into_iter().collect(),
                     chains: new_chains,
                     sets: new_sets,
                     ports: plan.ports,
@@ -191,9 +223,9 @@ impl Proxy {
             .map(|cidr| (table::POD_CIDRS, Element::key([Datum::Prefix(IpNet::V4(cidr))])))
             .collect();
         if elements.is_empty() {
-            self.syncer.remove_group(&POD_CIDRS_GROUP.to_owned());
+            self.syncer.remove_group(&pod_cidrs_group());
         } else {
-            self.syncer.put_group(POD_CIDRS_GROUP.to_owned(), elements);
+            self.syncer.put_group(pod_cidrs_group(), elements);
         }
     }
 
@@ -242,8 +274,9 @@ impl Proxy {
     fn announce(&mut self) -> Result<Vec<String>, String> {
         let node_names: Vec<&str> = self.nodes.objects().keys().map(|key| key.name.as_str()).collect();
         let wanted: BTreeSet<IpNet> = self
-            .programmed
-            .values()
+            .balanced
+            .iter()
+            .filter_map(|key| self.programmed.get(key))
             .flat_map(|programmed| &programmed.announce)
             .filter(|(ip, eligible)| {
                 announce::winner(*ip, node_names.iter().copied(), eligible.as_ref())
@@ -336,7 +369,7 @@ impl Controller for Proxy {
                 for key in changes.deleted.iter().chain(&changes.applied) {
                     if let Some(service) = previous.get(key) {
                         if let Some(slices) = self.slices_of.get_mut(service) {
-                            slices.remove(key);
+                            slices.retain(|slice| slice != key);
                         }
                         self.dirty.insert(service.clone());
                     }
@@ -346,7 +379,7 @@ impl Controller for Proxy {
                         self.slices_of
                             .entry(slice.service.clone())
                             .or_default()
-                            .insert(key.clone());
+                            .push(key.clone());
                         self.dirty.insert(slice.service.clone());
                     }
                 }
@@ -391,13 +424,16 @@ impl Controller for Proxy {
         if self.nodes_changed {
             self.pod_cidrs();
         }
-        let dirty: Vec<ObjectKey> = self.dirty.drain().collect();
+        // Taken, not drained: a set keeps its capacity, and iterating it costs that capacity
+        // (100,000 services listed once would make every later sync walk as many buckets).
+        let dirty: Vec<ObjectKey> = std::mem::take(&mut self.dirty).into_iter().collect();
         let changes: Vec<_> = dirty.iter().map(|key| self.replan(key)).collect();
         self.shared_chains();
         if periodic {
             // Nothing changed: only check that nobody removed the table.
             self.syncer.verify().map_err(|err| err.to_string())?;
         }
+        let planned = started.elapsed();
         let committed = self.syncer.commit().map_err(|err| {
             let message = format!("table {}: {err}", PROXY_TABLE.reference());
             self.metrics.proxy_failed(&message);
@@ -407,28 +443,20 @@ impl Controller for Proxy {
         let mut lines = Vec::new();
         if !committed.is_empty() {
             lines.push(format!(
-                "{} services planned: {} elements added, {} deleted, {} chains and sets changed{} in {:.1} ms",
+                "{} services planned: {} elements added, {} deleted, {} chains and sets changed{} in {:.1} ms (planning {:.1} ms)",
                 dirty.len(),
                 committed.added,
                 committed.deleted,
                 committed.structural,
                 if committed.rebuilt { " (table rebuilt)" } else { "" },
-                started.elapsed().as_secs_f64() * 1000.0
+                started.elapsed().as_secs_f64() * 1000.0,
+                planned.as_secs_f64() * 1000.0
             ));
         }
         let report = SyncReport {
             duration: started.elapsed(),
-            services: self
-                .programmed
-                .values()
-                .map(|programmed| programmed.ports.len())
-                .sum(),
-            endpoints: self
-                .programmed
-                .values()
-                .flat_map(|programmed| &programmed.ports)
-                .map(|port| port.targets.len())
-                .sum(),
+            services: self.totals.0,
+            endpoints: self.totals.1,
             elements: self.syncer.element_count(),
         };
         self.metrics.proxy_synced(report);
@@ -443,12 +471,11 @@ impl Controller for Proxy {
             Err(err) => warnings.push(format!("load-balancer announcements: {err}")),
         }
         let health: BTreeMap<u16, (ObjectKey, usize)> = self
-            .programmed
+            .balanced
             .iter()
-            .filter_map(|(key, programmed)| {
-                programmed
-                    .health_check
-                    .map(|(port, count)| (port, (key.clone(), count)))
+            .filter_map(|key| {
+                let (port, count) = self.programmed.get(key)?.health_check?;
+                Some((port, (key.clone(), count)))
             })
             .collect();
         warnings.extend(self.health_checks.update(health));

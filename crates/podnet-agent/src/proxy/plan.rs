@@ -25,7 +25,7 @@ use super::table::{
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ServicePlan {
     /// Elements, with their set.
-    pub elements: Vec<(String, Element)>,
+    pub elements: Vec<(&'static str, Element)>,
     /// Shared chains its verdicts lead to.
     pub shared: BTreeSet<Shared>,
     /// Chains of its own (session affinity).
@@ -52,8 +52,8 @@ pub struct PlannedPort {
     pub port: u16,
     /// The node port.
     pub node_port: Option<u16>,
-    /// Every endpoint traffic may be sent to.
-    pub targets: BTreeSet<Target>,
+    /// Every endpoint traffic may be sent to, sorted.
+    pub targets: Vec<Target>,
 }
 
 /// Plans service `key` for node `node`.
@@ -68,7 +68,7 @@ pub fn plan_service(
         return plan; // headless or ExternalName: DNS only
     };
     plan.elements
-        .push((CLUSTER_IPS.into(), Element::key([Datum::Ipv4(cluster_ip)])));
+        .push((CLUSTER_IPS, Element::key([Datum::Ipv4(cluster_ip)])));
     let mut hairpin = BTreeSet::new();
     let mut ready_here = BTreeSet::new();
     let mut endpoint_nodes: BTreeSet<Box<str>> = BTreeSet::new();
@@ -99,7 +99,7 @@ pub fn plan_service(
     }
     for address in hairpin {
         plan.elements.push((
-            HAIRPIN.into(),
+            HAIRPIN,
             Element::key([Datum::Ipv4(address), Datum::Ipv4(address)]),
         ));
     }
@@ -125,8 +125,9 @@ fn plan_port(
 ) {
     let protocol = Datum::Protocol(port.protocol);
     let (cluster, local) = (&endpoints.cluster, &endpoints.local);
-    let mut targets: BTreeSet<Target> = cluster.iter().copied().collect();
-    targets.extend(local.iter().copied());
+    let mut targets: Vec<Target> = cluster.iter().chain(local).copied().collect();
+    targets.sort();
+    targets.dedup();
     plan.ports.push(PlannedPort {
         protocol: port.protocol,
         addresses: std::iter::once(cluster_ip)
@@ -158,7 +159,7 @@ fn plan_port(
             Verdict::Drop
         };
         plan.elements.push((
-            NO_ENDPOINT_SERVICES.into(),
+            NO_ENDPOINT_SERVICES,
             Element::verdict(address_key(cluster_ip), verdict),
         ));
     } else {
@@ -169,10 +170,8 @@ fn plan_port(
                 shared(plan, Shared::Pick(internal_pick, internal.len()))
             }
         };
-        plan.elements.push((
-            SERVICE_IPS.into(),
-            Element::verdict(address_key(cluster_ip), verdict),
-        ));
+        plan.elements
+            .push((SERVICE_IPS, Element::verdict(address_key(cluster_ip), verdict)));
     }
 
     // External traffic: external and load-balancer IPs, node ports.
@@ -191,7 +190,7 @@ fn plan_port(
             } else {
                 (NO_ENDPOINT_SERVICES, reject.clone())
             };
-            plan.elements.push((map.into(), Element::verdict(entry, verdict)));
+            plan.elements.push((map, Element::verdict(entry, verdict)));
             continue;
         }
         let verdict = match affinity {
@@ -230,7 +229,7 @@ fn plan_port(
             }
         };
         let map = if node_port { SERVICE_NODEPORTS } else { SERVICE_IPS };
-        plan.elements.push((map.into(), Element::verdict(entry, verdict)));
+        plan.elements.push((map, Element::verdict(entry, verdict)));
     }
 }
 
@@ -247,7 +246,7 @@ fn endpoint_elements(plan: &mut ServicePlan, pick: Pick, key: &[Datum], targets:
         let mut element_key = key.to_vec();
         element_key.push(Datum::Number(draw as u32));
         plan.elements.push((
-            pick.map().into(),
+            pick.map(),
             Element::mapping(
                 element_key,
                 [Datum::Ipv4(target.address), Datum::Port(target.port)],

@@ -271,6 +271,7 @@ impl Lab {
             }
         }
         events.extend(controlplane::slices_for(&mut self.cluster, None));
+        tracing::info!("apply: {} object changes published", events.len());
         self.publish(events);
         self.spec = Some(file.spec.clone());
         for (key, pod) in &desired.pods {

@@ -291,8 +291,18 @@ pub fn parse(text: &str) -> Result<LabFile, SpecError> {
         object: None,
         message,
     };
-    let documents: Vec<Value> =
-        serde_saphyr::from_multiple(text).map_err(|err| file_error(format!("not valid YAML: {err}")))?;
+    // A lab file may describe a large cluster (the service benchmark has 200,000 documents):
+    // the parser's limits, meant for configuration files, are raised accordingly.
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: 2_000_000,
+            max_events: 200_000_000,
+            max_nodes: 50_000_000,
+            max_total_scalar_bytes: 1 << 30,
+        },
+    };
+    let documents: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
+        .map_err(|err| file_error(format!("not valid YAML: {err}")))?;
     let mut spec = None;
     let mut file = LabFile {
         spec: placeholder_spec(),
