@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Brings up the example lab (three nodes, flannel-style VXLAN) and shows it working: a pod on
-# one node answers a pod on another without NAT, and traffic to "the internet" leaves with the
-# node's address. The lab keeps running afterwards: explore it with
-# target/release/podnet lab status|exec|logs, remove it with `target/release/podnet lab down`.
+# Brings up the example lab (three nodes, flannel-style VXLAN, seed 004's pods and Services) and
+# shows it working: a pod on one node answers a pod on another without NAT, a ClusterIP is
+# DNATed to its pod, a NodePort answers from outside the cluster with the node as the client,
+# and traffic to "the internet" leaves with the node's address. The lab keeps running
+# afterwards: explore it with target/release/podnet lab status|get|exec|logs, remove it with
+# `target/release/podnet lab down`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "the lab creates network namespaces: run as root" >&2; exit 1; }
@@ -15,12 +17,21 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
 "$podnet" lab down --lab seed004 >/dev/null
 step "$podnet" lab up "$example"
+cluster_ip=$("$podnet" lab get services clusterip-dnat | python3 -c 'import json, sys; print(json.load(sys.stdin)["items"][0]["spec"]["clusterIP"])')
+# The agents program the Services as soon as they see them; wait until the first one answers.
+for _ in $(seq 50); do "$podnet" lab exec client -- curl -s --max-time 1 -o /dev/null "http://$cluster_ip" && break; sleep 0.1; done
 printf '\nA pod on k8s-w2 asks the whoami pod on k8s-w1: RemoteAddr is the client pod itself (no NAT).'
 step "$podnet" lab exec client -- curl -s http://10.244.0.2
-printf 'The same pod asks "the internet" (external namespace): RemoteAddr is node k8s-w2 (masquerade).'
+printf 'The same pod asks the Service clusterip-dnat (ClusterIP %s): DNAT to the pod, whose own IP whoami shows.' "$cluster_ip"
+step "$podnet" lab exec client -- curl -s "http://$cluster_ip"
+printf 'A client outside the cluster asks NodePort 31010 on k8s-w2: the pod runs on k8s-w1, so k8s-w2 SNATs (RemoteAddr: its tunnel address).'
+step ip netns exec seed004_external curl -s http://192.168.10.12:31010
+printf 'The pod asks "the internet" (external namespace): RemoteAddr is node k8s-w2 (masquerade).'
 step "$podnet" lab exec client -- curl -s http://203.0.113.10
 printf 'How k8s-w1 reaches the other nodes'"'"' pod subnets: VXLAN routes, neighbours and FDB entries.'
 step ip netns exec seed004_k8s-w1 ip route
-step ip netns exec seed004_k8s-w1 ip neigh show dev podnet.1
 step ip netns exec seed004_k8s-w1 bridge fdb show dev podnet.1
-printf '\nThe lab keeps running: try `%s lab status`, `%s lab exec client -- ip route`;\nremove it with `%s lab down`.\n' "$podnet" "$podnet" "$podnet"
+printf 'How k8s-w1 maps Services to pods: verdict maps and endpoint maps, no chain per service.'
+step ip netns exec seed004_k8s-w1 nft list map ip podnet-proxy service-ips
+step ip netns exec seed004_k8s-w1 nft list map ip podnet-proxy cluster-endpoints
+printf '\nThe lab keeps running: try `%s lab status`, `%s lab get endpointslices`;\nremove it with `%s lab down`.\n' "$podnet" "$podnet" "$podnet"

@@ -47,6 +47,11 @@ pub struct AgentArgs {
     /// another network plugin.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = ControllerName::ALL)]
     pub controllers: Vec<ControllerName>,
+    /// The cluster's pod network (comma-separated CIDRs): traffic from it to a service keeps
+    /// its source address, traffic from elsewhere is masqueraded. Without it, every node's
+    /// `spec.podCIDR` (kube-proxy's `--cluster-cidr`).
+    #[arg(long, value_delimiter = ',')]
+    pub cluster_cidr: Vec<ipnet::Ipv4Net>,
     /// Where the service proxy answers health checks (`/healthz`), as kube-proxy does.
     #[arg(long, default_value = "0.0.0.0:10256")]
     pub healthz_address: SocketAddr,
@@ -98,6 +103,7 @@ impl AgentArgs {
             cni_state_dir: "/var/lib/podnet/cni".into(),
             ipam_dir: "/var/lib/cni/networks".into(),
             controllers: ControllerName::ALL.to_vec(),
+            cluster_cidr: Vec::new(),
             healthz_address: ([0, 0, 0, 0], 10256).into(),
             metrics_address: ([127, 0, 0, 1], 10249).into(),
         }
@@ -160,6 +166,10 @@ impl AgentArgs {
         }
         flag("cni-state-dir", self.cni_state_dir.display().to_string());
         flag("ipam-dir", self.ipam_dir.display().to_string());
+        if !self.cluster_cidr.is_empty() {
+            let cidrs: Vec<String> = self.cluster_cidr.iter().map(ToString::to_string).collect();
+            flag("cluster-cidr", cidrs.join(","));
+        }
         flag("healthz-address", self.healthz_address.to_string());
         flag("metrics-address", self.metrics_address.to_string());
         let controllers: Vec<String> = self
@@ -196,6 +206,7 @@ mod tests {
         args.lab = Some("demo".into());
         args.cni_conf = Some("/run/podnet/labs/demo/nodes/k8s-w1/network.conflist".into());
         args.controllers = vec![ControllerName::Routing, ControllerName::Egress];
+        args.cluster_cidr = vec!["10.244.0.0/16".parse().unwrap()];
         let argv = std::iter::once("agent".to_owned()).chain(args.to_argv());
         assert_eq!(Command::parse_from(argv).args, args);
         let host_gw = AgentArgs::for_node("n").with_backend(Backend::HostGw);

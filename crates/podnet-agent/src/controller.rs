@@ -4,15 +4,17 @@
 //! its dataplane the same way).
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use podnet_model::{Event, Kind};
 
 /// How often a controller re-applies without any change, repairing drift.
 const RESYNC: Duration = Duration::from_secs(60);
-/// How long a controller waits before trying again after a failure.
+/// How long a controller waits before trying again after a failure, at first and at most
+/// (doubling in between).
 const RETRY: Duration = Duration::from_secs(1);
+const RETRY_CAP: Duration = Duration::from_secs(30);
 /// How many events may wait for a controller: beyond, the source waits (a busy controller
 /// slows the watch down instead of piling up whole API objects in memory).
 const BACKLOG: usize = 256;
@@ -47,8 +49,8 @@ pub struct Handle {
 
 impl Handle {
     /// Passes `event` on if the controller watches its kind (`Synced` goes to all), waiting
-    /// while the controller's backlog is full.
-    pub fn offer(&self, event: &Arc<Event>) {
+    /// (without blocking the runtime) while the controller's backlog is full.
+    pub async fn offer(&self, event: &Arc<Event>) {
         let wanted = match &**event {
             Event::Relisting(kind) | Event::Listed(kind) | Event::Deleted(kind, _) => {
                 self.kinds.contains(kind)
@@ -56,8 +58,18 @@ impl Handle {
             Event::Applied(object) => self.kinds.contains(&object.kind()),
             Event::Synced => true,
         };
-        if wanted {
-            let _ = self.events.send(event.clone());
+        if !wanted {
+            return;
+        }
+        let mut event = event.clone();
+        loop {
+            match self.events.try_send(event) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Full(back)) => {
+                    event = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
         }
     }
 }
@@ -77,13 +89,14 @@ fn run(controller: &mut impl Controller, events: &Receiver<Arc<Event>>) {
     let name = controller.name();
     let mut synced = false;
     let mut last_error: Option<String> = None;
+    let mut retry = RETRY;
     let mut last_warnings = Vec::new();
     let mut next_resync = Instant::now() + RESYNC;
     loop {
         // Nothing is done before the picture is complete; then every batch of events, and the
         // periodic resync, leads to one reconcile.
         let wait = if last_error.is_some() {
-            RETRY
+            retry
         } else {
             next_resync.saturating_duration_since(Instant::now())
         };
@@ -115,12 +128,14 @@ fn run(controller: &mut impl Controller, events: &Receiver<Arc<Event>>) {
                     last_warnings = warnings;
                 }
                 last_error = None;
+                retry = RETRY;
             }
             Err(err) => {
                 if last_error.as_ref() != Some(&err) {
                     tracing::warn!("{name}: {err}");
                 }
                 last_error = Some(err);
+                retry = (retry * 2).min(RETRY_CAP);
             }
         }
     }

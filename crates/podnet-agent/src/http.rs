@@ -1,7 +1,7 @@
 //! A very small HTTP/1.1 server for the agent's health and metrics endpoints: one thread per
 //! listening port, one short request per connection, as probes and Prometheus scrapes are.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +20,13 @@ pub struct Answer {
 /// Answers a request for a path.
 pub type Handler = Arc<dyn Fn(&str) -> Answer + Send + Sync>;
 
+/// The longest request read (request line and headers); more is ignored.
+const MAX_REQUEST: u64 = 8192;
+/// How long a client has to send its whole request.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// How many requests are answered at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 32;
+
 /// A listening server; it stops when dropped.
 pub struct Server {
     address: SocketAddr,
@@ -33,6 +40,7 @@ impl Server {
         let address = listener.local_addr()?;
         let stopped = Arc::new(AtomicBool::new(false));
         let flag = stopped.clone();
+        let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         std::thread::Builder::new()
             .name(format!("http-{}", address.port()))
             .spawn(move || {
@@ -40,18 +48,23 @@ impl Server {
                     if flag.load(Ordering::Relaxed) {
                         return;
                     }
-                    if let Ok(stream) = stream {
-                        let handler = handler.clone();
-                        std::thread::spawn(move || answer(stream, &handler));
+                    let Ok(stream) = stream else {
+                        // Out of descriptors, say: do not spin.
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    };
+                    while busy.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                        std::thread::sleep(Duration::from_millis(5));
                     }
+                    busy.fetch_add(1, Ordering::Relaxed);
+                    let (handler, busy) = (handler.clone(), busy.clone());
+                    std::thread::spawn(move || {
+                        answer(stream, &handler);
+                        busy.fetch_sub(1, Ordering::Relaxed);
+                    });
                 }
             })?;
         Ok(Server { address, stopped })
-    }
-
-    /// Where it listens.
-    pub fn address(&self) -> SocketAddr {
-        self.address
     }
 }
 
@@ -68,17 +81,19 @@ impl Drop for Server {
 }
 
 fn answer(stream: TcpStream, handler: &Handler) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    // A slow client gets the deadline for its whole request, not for each read.
+    let _ = stream.set_read_timeout(Some(REQUEST_DEADLINE));
+    let deadline = std::time::Instant::now() + REQUEST_DEADLINE;
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
-    let mut reader = BufReader::new(stream);
+    let mut reader = BufReader::new(stream.take(MAX_REQUEST));
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() {
         return;
     }
     // Headers are read and ignored.
-    loop {
+    while std::time::Instant::now() < deadline {
         let mut header = String::new();
         match reader.read_line(&mut header) {
             Ok(0) | Err(_) => break,

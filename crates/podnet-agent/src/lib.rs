@@ -45,7 +45,11 @@ pub async fn run(args: &AgentArgs, source: &dyn ClusterSource) -> Result<(), Str
     }
     let mut servers = Vec::new();
     if args.runs(ControllerName::Proxy) {
-        handles.push(controller::spawn(proxy::Proxy::new(&args.node, metrics.clone())));
+        handles.push(controller::spawn(proxy::Proxy::new(
+            &args.node,
+            args.cluster_cidr.clone(),
+            metrics.clone(),
+        )));
         let health = metrics.clone();
         servers.push(
             http::Server::start(
@@ -67,7 +71,7 @@ pub async fn run(args: &AgentArgs, source: &dyn ClusterSource) -> Result<(), Str
     while let Some(event) = events.recv().await {
         let event = Arc::new(event);
         for handle in &handles {
-            handle.offer(&event);
+            handle.offer(&event).await;
         }
     }
     drop(servers);

@@ -53,11 +53,10 @@ impl Metrics {
     pub fn proxy_synced(&self, report: SyncReport) {
         let mut proxy = self.proxy.lock().expect("metrics lock");
         let seconds = report.duration.as_secs_f64();
-        let bucket = SYNC_BUCKETS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(SYNC_BUCKETS.len() - 1);
-        proxy.bucket_counts[bucket] += 1;
+        // Beyond the last bound, only +Inf (the count) holds it.
+        if let Some(bucket) = SYNC_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            proxy.bucket_counts[bucket] += 1;
+        }
         proxy.sync_count += 1;
         proxy.sync_seconds += seconds;
         proxy.last_sync = Some(SystemTime::now());
@@ -115,7 +114,7 @@ impl Metrics {
         let _ = writeln!(text, "{name}_bucket{{le=\"+Inf\"}} {}", proxy.sync_count);
         let _ = writeln!(text, "{name}_sum {}", proxy.sync_seconds);
         let _ = writeln!(text, "{name}_count {}", proxy.sync_count);
-        let gauge = |text: &mut String, name: &str, help: &str, kind: &str, value: String| {
+        let metric = |text: &mut String, name: &str, help: &str, kind: &str, value: String| {
             let _ = writeln!(text, "# HELP {name} {help}");
             let _ = writeln!(text, "# TYPE {name} {kind}");
             let _ = writeln!(text, "{name} {value}");
@@ -124,35 +123,35 @@ impl Metrics {
             .last_sync
             .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
             .map_or(0.0, |elapsed| elapsed.as_secs_f64());
-        gauge(
+        metric(
             &mut text,
             "podnet_proxy_last_sync_timestamp_seconds",
             "When the service proxy last synced its table (Unix time).",
             "gauge",
             last.to_string(),
         );
-        gauge(
+        metric(
             &mut text,
             "podnet_proxy_sync_errors_total",
             "Syncs of the service proxy's table that failed.",
             "counter",
             proxy.sync_errors.to_string(),
         );
-        gauge(
+        metric(
             &mut text,
             "podnet_proxy_services",
             "Service ports programmed.",
             "gauge",
             proxy.services.to_string(),
         );
-        gauge(
+        metric(
             &mut text,
             "podnet_proxy_endpoints",
             "Endpoints programmed.",
             "gauge",
             proxy.endpoints.to_string(),
         );
-        gauge(
+        metric(
             &mut text,
             "podnet_proxy_table_elements",
             "Elements in the proxy's nftables sets and maps.",

@@ -115,7 +115,12 @@ pub fn run(plugin: &dyn Plugin, lookup: impl Fn(&str) -> Option<String>, stdin: 
         Err(err) => return failure(version, &err),
     };
     if env.command == Command::Version {
-        return success(version_answer());
+        let asked = config
+            .as_ref()
+            .ok()
+            .and_then(|config| config.get("cniVersion"))
+            .and_then(|version| version.as_str());
+        return success(version_answer(asked));
     }
     let outcome = config
         .and_then(|config| Ok((version_of(&config)?, config)))
@@ -150,15 +155,16 @@ fn dispatch(plugin: &dyn Plugin, call: &Call) -> Result<String, CniError> {
         Command::Status | Command::Gc if !call.version.supports_status_and_gc() => refuse("1.1.0"),
         Command::Status => plugin.status(call).map(|()| String::new()),
         Command::Gc => plugin.gc(call).map(|()| String::new()),
-        Command::Version => Ok(version_answer()),
+        Command::Version => Ok(version_answer(Some(call.version.as_str()))),
     }
 }
 
-/// VERSION's answer: compact, and always in the newest version, like the reference plugins.
-fn version_answer() -> String {
+/// VERSION's answer: the versions podnet supports, with `cniVersion` the one the input named
+/// (the spec: "the value of cniVersion specified on input"), or the newest without one.
+fn version_answer(asked: Option<&str>) -> String {
     let supported: Vec<&str> = SUPPORTED.iter().map(|version| version.as_str()).collect();
     serde_json::json!({
-        "cniVersion": Version::LATEST.as_str(),
+        "cniVersion": asked.unwrap_or(Version::LATEST.as_str()),
         "supportedVersions": supported,
     })
     .to_string()

@@ -8,6 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
+use nix::sys::socket::{getsockopt, sockopt};
+use nix::unistd::Pid;
 
 use crate::failures::Failures;
 use crate::paths::{LABS_DIR, LabPaths};
@@ -141,14 +143,14 @@ pub fn down(name: Option<&str>) -> Result<Option<String>, ClientError> {
         Err(err) => return Err(err),
     };
     let mut problems = Failures::new();
-    if is_running(&paths) {
+    if let Some(daemon) = daemon_pid(&paths) {
         match ask(&paths, &Request::Down) {
             Ok(Response::Ok) => {}
             Ok(Response::Error(message)) => problems.push(message),
             Ok(_) => {}
             Err(err) => problems.push(err),
         }
-        wait_gone(&paths);
+        wait_exited(daemon);
     }
     // Whatever the daemon did or did not do, nothing of the lab may remain.
     problems.extend(reaper::sweep(&paths));
@@ -317,9 +319,25 @@ fn is_running(paths: &LabPaths) -> bool {
     std::os::unix::net::UnixStream::connect(paths.socket()).is_ok()
 }
 
-fn wait_gone(paths: &LabPaths) {
+/// The process serving the lab's socket, from the kernel's record of the peer (SO_PEERCRED).
+fn daemon_pid(paths: &LabPaths) -> Option<Pid> {
+    let stream = std::os::unix::net::UnixStream::connect(paths.socket()).ok()?;
+    let credentials = getsockopt(&stream, sockopt::PeerCredentials).ok()?;
+    Some(Pid::from_raw(credentials.pid()))
+}
+
+/// Waits until `pid` has exited (a zombie counts as exited): the daemon closes its socket before
+/// its runtime has shut down, so the socket alone does not say the process is gone.
+fn wait_exited(pid: Pid) {
+    let stat = PathBuf::from(format!("/proc/{pid}/stat"));
+    let alive = || {
+        std::fs::read_to_string(&stat).is_ok_and(|line| {
+            line.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+    };
     let deadline = Instant::now() + DOWN_TIMEOUT;
-    while is_running(paths) && Instant::now() < deadline {
+    while alive() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -72,7 +72,7 @@ pub struct Mirror<T> {
     relisting: Option<HashSet<ObjectKey>>,
 }
 
-impl<T> Mirror<T> {
+impl<T: PartialEq> Mirror<T> {
     /// An empty mirror of `kind`.
     pub fn new(kind: Kind) -> Self {
         Mirror {
@@ -93,7 +93,8 @@ impl<T> Mirror<T> {
     }
 
     /// Applies `event` if it concerns this kind: `convert` turns an object into its compact
-    /// form (`None` drops it, as if deleted). Returns what changed.
+    /// form (`None` drops it, as if deleted). Returns what changed: an object whose compact
+    /// form is the same as before did not change.
     pub fn apply(&mut self, event: &Event, convert: impl FnOnce(&Object) -> Option<T>) -> Changes {
         let mut changes = Changes::default();
         match event {
@@ -105,8 +106,10 @@ impl<T> Mirror<T> {
                 }
                 match convert(object) {
                     Some(compact) => {
-                        self.objects.insert(key.clone(), compact);
-                        changes.applied.push(key);
+                        if self.objects.get(&key) != Some(&compact) {
+                            self.objects.insert(key.clone(), compact);
+                            changes.applied.push(key);
+                        }
                     }
                     None => {
                         if self.objects.remove(&key).is_some() {

@@ -24,6 +24,27 @@ pub struct Address {
 impl Netlink {
     /// All addresses of the namespace, or only those of link `index`.
     pub fn addresses(&mut self, index: Option<u32>) -> Result<Vec<Address>> {
+        Ok(self
+            .address_messages(index)?
+            .into_iter()
+            .filter_map(parse_address)
+            .collect())
+    }
+
+    /// The addresses of link `index` tagged with `protocol` (`ip addr add ... proto N`), which
+    /// whoever tagged them can tell from everybody else's after a restart.
+    pub fn tagged_addresses(&mut self, index: u32, protocol: u8) -> Result<Vec<IpNet>> {
+        let tag = AddressAttribute::Protocol(AddressProtocol::Other(protocol));
+        Ok(self
+            .address_messages(Some(index))?
+            .into_iter()
+            .filter(|message| message.attributes.contains(&tag))
+            .filter_map(parse_address)
+            .map(|address| address.address)
+            .collect())
+    }
+
+    fn address_messages(&mut self, index: Option<u32>) -> Result<Vec<AddressMessage>> {
         let mut request = AddressMessage::default();
         request.header.index = index.unwrap_or(0);
         let replies = self.query(RouteNetlinkMessage::GetAddress(request), true, || {
@@ -32,10 +53,10 @@ impl Netlink {
         Ok(replies
             .into_iter()
             .filter_map(|reply| match reply {
-                RouteNetlinkMessage::NewAddress(message) => parse_address(message),
+                RouteNetlinkMessage::NewAddress(message) => Some(message),
                 _ => None,
             })
-            .filter(|address| index.is_none_or(|index| address.index == index))
+            .filter(|message| index.is_none_or(|index| message.header.index == index))
             .collect())
     }
 
@@ -57,32 +78,8 @@ impl Netlink {
         )
     }
 
-    /// The addresses of link `index` tagged with `protocol` (`ip addr add ... proto N`), which
-    /// whoever tagged them can tell from everybody else's after a restart.
-    pub fn tagged_addresses(&mut self, index: u32, protocol: u8) -> Result<Vec<IpNet>> {
-        let mut request = AddressMessage::default();
-        request.header.index = index;
-        let replies = self.query(RouteNetlinkMessage::GetAddress(request), true, || {
-            "list addresses".into()
-        })?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|reply| match reply {
-                RouteNetlinkMessage::NewAddress(message) => Some(message),
-                _ => None,
-            })
-            .filter(|message| {
-                message.header.index == index
-                    && message
-                        .attributes
-                        .contains(&AddressAttribute::Protocol(AddressProtocol::Other(protocol)))
-            })
-            .filter_map(parse_address)
-            .map(|address| address.address)
-            .collect())
-    }
-
-    /// Assigns `address` to link `index`, tagged with `protocol`.
+    /// Assigns `address` to link `index`, tagged with `protocol`, replacing it if the link
+    /// has it already (with another tag, say); no broadcast address (meant for host routes).
     pub fn add_tagged_address(&mut self, index: u32, address: IpNet, protocol: u8) -> Result<()> {
         let mut message = address_message(index, address);
         message

@@ -28,7 +28,7 @@ const CTA_PROTO_DST_PORT: u16 = 3;
 const IPV4: u8 = 2;
 
 /// One direction of an IPv4 flow with ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tuple {
     /// Source address.
     pub source: Ipv4Addr,
@@ -41,7 +41,7 @@ pub struct Tuple {
 }
 
 /// A tracked IPv4 flow of a protocol with ports (TCP, UDP, SCTP).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Flow {
     /// The IP protocol number.
     pub protocol: u8,

@@ -28,6 +28,11 @@ const BATCH_END: u16 = 0x11;
 const NLA_F_NESTED: u16 = 0x8000;
 /// The largest attribute payload: its length is 16 bits.
 pub const MAX_ATTRIBUTE: usize = u16::MAX as usize - 4;
+/// How long the kernel may take to answer before the request counts as lost (seconds).
+const ANSWER_TIMEOUT: i64 = 30;
+/// What one acknowledgement takes in the receive buffer (header, error code, the echoed
+/// header), with room to spare.
+const ACK_SIZE: usize = 64;
 
 /// The nfnetlink subsystems podnet speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,8 +172,6 @@ fn push_batch_marker(out: &mut Vec<u8>, kind: u16, subsystem: Subsystem, sequenc
 pub struct Reply {
     /// The subsystem's message type.
     pub kind: u8,
-    /// The address family of `nfgenmsg`.
-    pub family: u8,
     /// The encoded attributes, read with [`attributes`].
     pub payload: Vec<u8>,
 }
@@ -179,6 +182,7 @@ pub struct NfNetlink {
     socket: Socket,
     sequence: u32,
     send_buffer: usize,
+    receive_buffer: usize,
 }
 
 impl NfNetlink {
@@ -191,10 +195,14 @@ impl NfNetlink {
         let _ = socket.set_ext_ack(true);
         // Errors need not echo the whole failing message (a batch's can be 64 KiB).
         let _ = socket.set_cap_ack(true);
+        // An answer that never comes is an error, not a hung thread.
+        let timeout = nix::sys::time::TimeVal::new(ANSWER_TIMEOUT, 0);
+        setsockopt(&socket, sockopt::ReceiveTimeout, &timeout).map_err(|err| transport(err.into()))?;
         Ok(NfNetlink {
             socket,
             sequence: 0,
             send_buffer: 0,
+            receive_buffer: 0,
         })
     }
 
@@ -229,13 +237,21 @@ impl NfNetlink {
         }
         let end = self.next_sequence();
         push_batch_marker(&mut datagram, BATCH_END, subsystem, end);
-        // The whole batch is one datagram: the socket's send buffer must hold it.
+        // The whole batch is one datagram: the socket's send buffer must hold it, and the
+        // receive buffer every acknowledgement (nft sizes its buffers the same way).
         if datagram.len() + 4096 > self.send_buffer {
             let size = (datagram.len() + 4096).next_power_of_two();
             setsockopt(&self.socket, sockopt::SndBufForce, &size)
                 .or_else(|_| setsockopt(&self.socket, sockopt::SndBuf, &size))
                 .map_err(|err| kernel(err.into()))?;
             self.send_buffer = size;
+        }
+        let acks = (messages.len() * ACK_SIZE + 65536).next_power_of_two();
+        if acks > self.receive_buffer {
+            setsockopt(&self.socket, sockopt::RcvBufForce, &acks)
+                .or_else(|_| setsockopt(&self.socket, sockopt::RcvBuf, &acks))
+                .map_err(|err| kernel(err.into()))?;
+            self.receive_buffer = acks;
         }
         self.socket.send(&datagram, 0).map_err(kernel)?;
         // One answer per message (an ack, or the error that failed it); a commit that fails as a
@@ -245,7 +261,9 @@ impl NfNetlink {
         while answered < messages.len() {
             let (reply, _) = self.socket.recv_from_full().map_err(kernel)?;
             for (header, body) in split(&reply).map_err(kernel)? {
-                if header.kind != NLMSG_ERROR || !(begin..=end).contains(&header.sequence) {
+                // Sequence numbers wrap: compare distances from the batch's first.
+                let in_batch = header.sequence.wrapping_sub(begin) <= end.wrapping_sub(begin);
+                if header.kind != NLMSG_ERROR || !in_batch {
                     continue;
                 }
                 let code = error_code(body).map_err(kernel)?;
@@ -313,7 +331,6 @@ impl NfNetlink {
                         kind if body.len() >= NFGEN_LEN => {
                             replies.push(Reply {
                                 kind: (kind & 0xff) as u8,
-                                family: body[0],
                                 payload: body[NFGEN_LEN..].to_vec(),
                             });
                         }

@@ -10,7 +10,7 @@
 //! change atomically and connections already established (whose NAT lives in conntrack) never
 //! notice.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -223,6 +223,9 @@ pub struct Syncer<G, B = Kernel> {
     wanted: usize,
     groups: HashMap<G, Box<[ElementId]>>,
     dirty: HashSet<ElementId>,
+    /// Sets and chains put or removed since the last commit (only those are compared).
+    touched_sets: BTreeSet<String>,
+    touched_chains: BTreeSet<String>,
     built: bool,
 }
 
@@ -242,13 +245,10 @@ impl<G: Hash + Eq, B: Backend> Syncer<G, B> {
             wanted: 0,
             groups: HashMap::new(),
             dirty: HashSet::new(),
+            touched_sets: BTreeSet::new(),
+            touched_chains: BTreeSet::new(),
             built: false,
         }
-    }
-
-    /// The table.
-    pub fn table(&self) -> &Table {
-        &self.table
     }
 
     /// The backend (the recorder, in tests).
@@ -259,27 +259,48 @@ impl<G: Hash + Eq, B: Backend> Syncer<G, B> {
     /// Wants `set` to exist with this definition.
     pub fn put_set(&mut self, set: Set) {
         self.set_id(&set.name);
-        self.sets.insert(set.name.clone(), set);
+        if self.sets.get(&set.name) != Some(&set) {
+            self.touched_sets.insert(set.name.clone());
+            self.sets.insert(set.name.clone(), set);
+        }
     }
 
     /// Wants set `name` gone, with its elements.
     pub fn remove_set(&mut self, name: &str) {
-        self.sets.remove(name);
+        if self.sets.remove(name).is_some() {
+            self.touched_sets.insert(name.to_owned());
+        }
     }
 
     /// Wants `chain` to exist with exactly its rules.
     pub fn put_chain(&mut self, chain: Chain) {
-        self.chains.insert(chain.name.clone(), chain);
+        if self.chains.get(&chain.name) != Some(&chain) {
+            self.touched_chains.insert(chain.name.clone());
+            self.chains.insert(chain.name.clone(), chain);
+        }
     }
 
     /// Wants chain `name` gone.
     pub fn remove_chain(&mut self, name: &str) {
-        self.chains.remove(name);
+        if self.chains.remove(name).is_some() {
+            self.touched_chains.insert(name.to_owned());
+        }
     }
 
     /// Makes `elements` (set name and element each) what group `group` wants, replacing what it
-    /// wanted before.
-    pub fn put_group<S: AsRef<str>>(&mut self, group: G, elements: impl IntoIterator<Item = (S, Element)>) {
+    /// wanted before. An element another group holds with other data keeps that data (the
+    /// first holder wins); such elements are returned, as nft writes them, to be reported.
+    pub fn put_group<S: AsRef<str>>(
+        &mut self,
+        group: G,
+        elements: impl IntoIterator<Item = (S, Element)>,
+    ) -> Vec<String> {
+        // What the group held before goes first, so that its own elements changing data are no
+        // conflict (an element wanted by nobody stays until the commit settles it).
+        if let Some(previous) = self.groups.remove(&group) {
+            self.release(&previous);
+        }
+        let mut conflicts = Vec::new();
         let mut members = Vec::new();
         for (set, element) in elements {
             let set = self.set_id(set.as_ref());
@@ -287,7 +308,7 @@ impl<G: Hash + Eq, B: Backend> Syncer<G, B> {
             let key = match slots.get_key_value(&element.key[..]) {
                 Some((key, _)) => key.clone(),
                 None => {
-                    let key: Key = element.key.into();
+                    let key: Key = Arc::from(&element.key[..]);
                     slots.insert(
                         key.clone(),
                         Slot {
@@ -300,22 +321,23 @@ impl<G: Hash + Eq, B: Backend> Syncer<G, B> {
                 }
             };
             let slot = slots.get_mut(&key).expect("inserted above");
-            if slot.owners == 0 {
-                self.wanted += 1;
-            }
-            slot.owners += 1;
-            if slot.wanted != element.data {
+            if slot.owners > 0 && slot.wanted != element.data {
+                conflicts.push(element.text());
+            } else if slot.wanted != element.data {
                 let previous = std::mem::replace(&mut slot.wanted, element.data);
                 if slot.live == Live::Wanted {
                     slot.live = Live::Other(previous);
                 }
             }
+            if slot.owners == 0 {
+                self.wanted += 1;
+            }
+            slot.owners += 1;
             self.dirty.insert((set, key.clone()));
             members.push((set, key));
         }
-        if let Some(previous) = self.groups.insert(group, members.into()) {
-            self.release(&previous);
-        }
+        self.groups.insert(group, members.into());
+        conflicts
     }
 
     /// Forgets group `group`: the elements only it wanted go at the next commit.
@@ -400,9 +422,25 @@ impl<G: Hash + Eq, B: Backend> Syncer<G, B> {
             if !self.sets.contains_key(name) {
                 continue;
             }
+            // An element leading to a chain that is not wanted (two groups disputed it, and
+            // the one that won is gone) would fail the whole table: it is left out, and said so.
+            let chains = &self.chains;
             let list = slots
                 .iter()
                 .filter(|(_, slot)| slot.owners > 0)
+                .filter(|(key, slot)| match &slot.wanted {
+                    Some(Data::Verdict(verdict))
+                        if verdict.chain().is_some_and(|chain| !chains.contains_key(chain)) =>
+                    {
+                        tracing::warn!(
+                            "table {}: {name} element {:?} leads to chain {verdict}, which is gone; left out",
+                            self.table.reference(),
+                            &key[..]
+                        );
+                        false
+                    }
+                    _ => true,
+                })
                 .map(|(key, slot)| (&key[..], slot.wanted.as_ref()));
             script.element_parts(&self.table, name, Operation::Add, list);
             added += slots.values().filter(|slot| slot.owners > 0).count();
@@ -420,6 +458,8 @@ impl<G: Hash + Eq, B: Backend> Syncer<G, B> {
         self.dirty = HashSet::new();
         self.applied_sets = self.sets.clone();
         self.applied_chains = self.chains.clone();
+        self.touched_sets.clear();
+        self.touched_chains.clear();
         self.built = true;
         Ok(Committed {
             rebuilt: true,
@@ -430,49 +470,54 @@ impl<G: Hash + Eq, B: Backend> Syncer<G, B> {
     }
 
     fn commit_delta(&mut self) -> Result<Committed, Error> {
+        // Only what was put or removed since the last commit can differ from what is applied.
+        let sets = &self.sets;
+        let applied_sets = &self.applied_sets;
+        let chains = &self.chains;
+        let applied_chains = &self.applied_chains;
         // A set or base chain whose definition changed cannot be altered in place.
-        let redefined = self
-            .sets
+        let redefined: Vec<&String> = self
+            .touched_sets
             .iter()
-            .any(|(name, set)| self.applied_sets.get(name).is_some_and(|applied| applied != set))
-            || self.chains.iter().any(|(name, chain)| {
-                self.applied_chains
-                    .get(name)
-                    .is_some_and(|applied| applied.base != chain.base)
-            });
-        if redefined {
+            .filter(|name| matches!((sets.get(*name), applied_sets.get(*name)), (Some(set), Some(applied)) if set != applied))
+            .chain(self.touched_chains.iter().filter(|name| {
+                matches!((chains.get(*name), applied_chains.get(*name)), (Some(chain), Some(applied)) if chain.base != applied.base)
+            }))
+            .collect();
+        if !redefined.is_empty() {
             return Err(Error::Rejected {
-                stderr: "a set or base chain definition changed".into(),
+                stderr: format!("{redefined:?} changed definition, which needs a new table"),
             });
         }
         let new_sets: Vec<&Set> = self
-            .sets
-            .values()
-            .filter(|set| !self.applied_sets.contains_key(&set.name))
+            .touched_sets
+            .iter()
+            .filter(|name| !applied_sets.contains_key(*name))
+            .filter_map(|name| sets.get(name))
             .collect();
         let gone_sets: Vec<&String> = self
-            .applied_sets
-            .keys()
-            .filter(|name| !self.sets.contains_key(*name))
+            .touched_sets
+            .iter()
+            .filter(|name| !sets.contains_key(*name) && applied_sets.contains_key(*name))
             .collect();
         let new_chains: Vec<&Chain> = self
-            .chains
-            .values()
-            .filter(|chain| !self.applied_chains.contains_key(&chain.name))
+            .touched_chains
+            .iter()
+            .filter(|name| !applied_chains.contains_key(*name))
+            .filter_map(|name| chains.get(name))
             .collect();
         let changed_chains: Vec<&Chain> = self
-            .chains
-            .values()
-            .filter(|chain| {
-                self.applied_chains
-                    .get(&chain.name)
-                    .is_some_and(|applied| applied.rules != chain.rules)
+            .touched_chains
+            .iter()
+            .filter_map(|name| match (chains.get(name), applied_chains.get(name)) {
+                (Some(chain), Some(applied)) if chain.rules != applied.rules => Some(chain),
+                _ => None,
             })
             .collect();
         let gone_chains: Vec<&String> = self
-            .applied_chains
-            .keys()
-            .filter(|name| !self.chains.contains_key(*name))
+            .touched_chains
+            .iter()
+            .filter(|name| !chains.contains_key(*name) && applied_chains.contains_key(*name))
             .collect();
         let structural =
             new_sets.len() + gone_sets.len() + new_chains.len() + changed_chains.len() + gone_chains.len();
@@ -509,6 +554,7 @@ impl<G: Hash + Eq, B: Backend> Syncer<G, B> {
             }
         }
         if structural == 0 && deletions.is_empty() && additions.is_empty() {
+            self.settle_structure();
             self.settle_elements();
             return Ok(Committed::default());
         }
@@ -570,10 +616,25 @@ impl<G: Hash + Eq, B: Backend> Syncer<G, B> {
             deleted: deletions.len(),
             structural,
         };
-        self.applied_sets = self.sets.clone();
-        self.applied_chains = self.chains.clone();
+        self.settle_structure();
         self.settle_elements();
         Ok(committed)
+    }
+
+    /// After a successful commit: the kernel holds the sets and chains wanted.
+    fn settle_structure(&mut self) {
+        for name in std::mem::take(&mut self.touched_sets) {
+            match self.sets.get(&name) {
+                Some(set) => self.applied_sets.insert(name, set.clone()),
+                None => self.applied_sets.remove(&name),
+            };
+        }
+        for name in std::mem::take(&mut self.touched_chains) {
+            match self.chains.get(&name) {
+                Some(chain) => self.applied_chains.insert(name, chain.clone()),
+                None => self.applied_chains.remove(&name),
+            };
+        }
     }
 
     /// After a successful commit: the kernel holds what was wanted.
@@ -734,5 +795,32 @@ mod tests {
                 < script.find("delete chain ip t pick-1").unwrap(),
             "{script}"
         );
+    }
+
+    #[test]
+    fn a_group_changes_its_own_elements_and_the_first_holder_of_a_disputed_one_wins() {
+        let mut syncer = syncer();
+        syncer.put_chain(Chain::regular("pick-2", vec!["dnat to 10.244.0.3".into()]));
+        assert!(
+            syncer
+                .put_group("a", vec![service([10, 96, 0, 1], 80, "pick-1")])
+                .is_empty()
+        );
+        syncer.commit().unwrap();
+        // Its own element, new data: no dispute.
+        assert!(
+            syncer
+                .put_group("a", vec![service([10, 96, 0, 1], 80, "pick-2")])
+                .is_empty()
+        );
+        syncer.commit().unwrap();
+        assert_eq!(
+            last(&mut syncer),
+            "delete services 10.96.0.1 . 80\nadd services 10.96.0.1 . 80 : goto pick-2\n"
+        );
+        // Another group wants the same key with other data: refused, reported, nothing sent.
+        let disputed = syncer.put_group("b", vec![service([10, 96, 0, 1], 80, "pick-1")]);
+        assert_eq!(disputed, ["10.96.0.1 . 80 : goto pick-1"]);
+        assert!(syncer.commit().unwrap().is_empty());
     }
 }

@@ -111,13 +111,23 @@ fn ip_of(result: &Value, index: usize) -> String {
 }
 
 #[test]
-fn version_lists_every_supported_version_whatever_the_input() {
+fn version_lists_every_supported_version_in_the_version_asked() {
     let node = Node::new();
-    for stdin in ["", "{not json", r#"{"cniVersion":"0.3.1"}"#] {
+    let supported = json!(["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]);
+    // The spec: cniVersion is "the value of cniVersion specified on input"; without one, the
+    // newest.
+    for (stdin, answered) in [
+        ("", "1.1.0"),
+        ("{not json", "1.1.0"),
+        (r#"{"cniVersion":"0.3.1"}"#, "0.3.1"),
+        (r#"{"cniVersion":"1.0.0"}"#, "1.0.0"),
+        (r#"{"cniVersion":"9.9.9"}"#, "9.9.9"),
+    ] {
         let answer = node.call("bridge", "VERSION").run(stdin).ok();
         assert_eq!(
             answer,
-            json!({"cniVersion": "1.1.0", "supportedVersions": ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]})
+            json!({"cniVersion": answered, "supportedVersions": supported}),
+            "{stdin}"
         );
     }
 }
@@ -238,7 +248,7 @@ fn refused_input_gets_a_spec_error_and_changes_nothing() {
         (
             add().run(&node.conf("9.9.9", json!({}))),
             1,
-            "incompatible CNI versions",
+            "cniVersion \"9.9.9\" is not supported",
         ),
         (add().without("CNI_NETNS").run(&good), 4, "[CNI_NETNS]"),
         (
@@ -292,7 +302,11 @@ fn refused_input_gets_a_spec_error_and_changes_nothing() {
     for (output, code, text) in &cases {
         let error = output.err();
         assert_eq!(error["code"], json!(code), "{error}");
-        let words = format!("{} {}", error["msg"], error["details"]);
+        let words = format!(
+            "{} {}",
+            error["msg"].as_str().unwrap_or_default(),
+            error["details"].as_str().unwrap_or_default()
+        );
         assert!(words.contains(text), "expected {text:?} in {words}");
     }
     let after = (

@@ -14,22 +14,45 @@ use podnet_netlink::conntrack::Flow;
 use super::model::{Target, UDP};
 use super::plan::PlannedPort;
 
-/// Which tracked flows must go after a service port changed from `before` to `after`: flows to
-/// the port whose endpoint is no longer one, and flows that reached it while it had none.
-pub fn stale(before: Option<&PlannedPort>, after: Option<&PlannedPort>, flows: &[Flow]) -> Vec<Flow> {
-    let Some(port) = before.or(after) else {
-        return Vec::new();
-    };
+/// What a change of a UDP service port means for its tracked flows: the endpoints that went,
+/// and whether it had none before (flows that met it then must meet the rules again).
+struct Change<'a> {
+    gone: BTreeSet<&'a Target>,
+    was_unreachable: bool,
+}
+
+fn change<'a>(before: Option<&'a PlannedPort>, after: Option<&'a PlannedPort>) -> Option<Change<'a>> {
+    let port = before.or(after)?;
     if port.protocol != UDP {
-        return Vec::new();
+        return None;
     }
     let old: BTreeSet<&Target> = before.iter().flat_map(|port| &port.targets).collect();
     let new: BTreeSet<&Target> = after.iter().flat_map(|port| &port.targets).collect();
     let gone: BTreeSet<&Target> = old.difference(&new).copied().collect();
     let was_unreachable = old.is_empty() && !new.is_empty();
-    if gone.is_empty() && !was_unreachable {
+    (!gone.is_empty() || was_unreachable).then_some(Change {
+        gone,
+        was_unreachable,
+    })
+}
+
+/// Whether a change of a service port from `before` to `after` may leave stale flows (the
+/// conntrack table is read only then).
+pub fn leaves_stale_flows(before: Option<&PlannedPort>, after: Option<&PlannedPort>) -> bool {
+    change(before, after).is_some()
+}
+
+/// Which tracked flows must go after a service port changed from `before` to `after`: flows to
+/// the port whose endpoint is no longer one, and flows that reached it while it had none.
+pub fn stale(before: Option<&PlannedPort>, after: Option<&PlannedPort>, flows: &[Flow]) -> Vec<Flow> {
+    let Some(Change {
+        gone,
+        was_unreachable,
+    }) = change(before, after)
+    else {
         return Vec::new();
-    }
+    };
+    let port = before.or(after).expect("a change has a port");
     let addresses: BTreeSet<Ipv4Addr> = before
         .iter()
         .chain(after.iter())

@@ -41,6 +41,8 @@ fn pod_cidrs_group() -> ObjectKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct NodeInfo {
     pod_cidr: Option<Ipv4Net>,
+    /// Its `Ready` condition (a node without conditions, as the lab's, counts as ready).
+    ready: bool,
 }
 
 /// What was programmed for one service.
@@ -74,7 +76,14 @@ pub struct Proxy {
     started: bool,
     conntrack: Option<NfNetlink>,
     routes: Option<Netlink>,
-    announced: BTreeSet<IpNet>,
+    /// The load-balancer addresses held, once read from the kernel.
+    announced: Option<BTreeSet<IpNet>>,
+    /// Service ports changed (UDP ones, before and after) whose stale flows are still to go.
+    pending_flows: Vec<(Option<Vec<PlannedPort>>, Vec<PlannedPort>)>,
+    /// The cluster's pod network, when given (else every node's pod subnet).
+    cluster_cidrs: Vec<Ipv4Net>,
+    /// Whether any pod subnet is known (without, every client looks like a node's).
+    pod_network_known: bool,
     health_checks: HealthChecks,
     metrics: Arc<Metrics>,
     /// Service ports and endpoints programmed, for the metrics.
@@ -82,8 +91,9 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// The proxy of node `node`, reporting to `metrics`.
-    pub fn new(node: &str, metrics: Arc<Metrics>) -> Self {
+    /// The proxy of node `node`, reporting to `metrics`. Traffic from `cluster_cidrs` (when
+    /// empty: from every node's pod subnet) is pod traffic, which keeps its source address.
+    pub fn new(node: &str, cluster_cidrs: Vec<Ipv4Net>, metrics: Arc<Metrics>) -> Self {
         Proxy {
             node: node.to_owned(),
             services: Mirror::new(Kind::Service),
@@ -99,7 +109,10 @@ impl Proxy {
             started: false,
             conntrack: None,
             routes: None,
-            announced: BTreeSet::new(),
+            announced: None,
+            pending_flows: Vec::new(),
+            cluster_cidrs,
+            pod_network_known: false,
             health_checks: HealthChecks::default(),
             metrics,
             totals: (0, 0),
@@ -107,7 +120,8 @@ impl Proxy {
     }
 
     /// Plans service `key` again and hands its elements and chains to the syncer.
-    fn replan(&mut self, key: &ObjectKey) -> (Option<Vec<PlannedPort>>, Vec<PlannedPort>) {
+    /// Returns what the syncer could not take (elements another service holds).
+    fn replan(&mut self, key: &ObjectKey) -> Vec<String> {
         let plan = match self.services.get(key) {
             Some(service) => {
                 let slices: Vec<&SliceInfo> = self
@@ -157,11 +171,18 @@ impl Proxy {
         for chain in plan.chains {
             self.syncer.put_chain(chain);
         }
-        if plan.elements.is_empty() {
+        let conflicts: Vec<String> = if plan.elements.is_empty() {
             self.syncer.remove_group(key);
+            Vec::new()
         } else {
-            self.syncer.put_group(key.clone(), plan.elements);
-        }
+            self.syncer
+                .put_group(key.clone(), plan.elements)
+                .into_iter()
+                .map(|element| {
+                    format!("service {key} wants {element}, which another service holds (the first keeps it)")
+                })
+                .collect()
+        };
         // Only UDP flows are ever forgotten: only UDP ports are kept for that.
         let udp = |ports: &[PlannedPort]| -> Vec<PlannedPort> {
             ports
@@ -190,7 +211,10 @@ impl Proxy {
                 },
             );
         }
-        (before, after)
+        if before.as_ref().is_some_and(|ports| !ports.is_empty()) || !after.is_empty() {
+            self.pending_flows.push((before, after));
+        }
+        conflicts
     }
 
     /// Keeps the shared chains some service uses (and those made at start), drops the rest.
@@ -212,12 +236,16 @@ impl Proxy {
 
     /// The cluster's pod subnets, for masquerading decisions.
     fn pod_cidrs(&mut self) {
-        let cidrs: BTreeSet<Ipv4Net> = self
-            .nodes
-            .objects()
-            .values()
-            .filter_map(|node| node.pod_cidr)
-            .collect();
+        let cidrs: BTreeSet<Ipv4Net> = if !self.cluster_cidrs.is_empty() {
+            self.cluster_cidrs.iter().copied().collect()
+        } else {
+            self.nodes
+                .objects()
+                .values()
+                .filter_map(|node| node.pod_cidr)
+                .collect()
+        };
+        self.pod_network_known = !cidrs.is_empty();
         let elements: Vec<(&str, Element)> = cidrs
             .into_iter()
             .map(|cidr| (table::POD_CIDRS, Element::key([Datum::Prefix(IpNet::V4(cidr))])))
@@ -230,15 +258,26 @@ impl Proxy {
     }
 
     /// Deletes the conntrack entries of UDP flows whose endpoint went away.
-    fn forget_stale_flows(
-        &mut self,
-        changes: &[(Option<Vec<PlannedPort>>, Vec<PlannedPort>)],
-    ) -> Result<usize, String> {
-        let udp = |ports: &[PlannedPort]| ports.iter().any(|port| port.protocol == UDP);
-        if !changes
-            .iter()
-            .any(|(before, after)| before.as_deref().is_some_and(udp) || udp(after))
-        {
+    fn forget_stale_flows(&mut self) -> Result<usize, String> {
+        // Each UDP port once, before and after; the conntrack table is read only when some
+        // endpoint went or a port got its first one.
+        let mut ports: Vec<(Option<&PlannedPort>, Option<&PlannedPort>)> = Vec::new();
+        for (before, after) in &self.pending_flows {
+            let before = before.as_deref().unwrap_or_default();
+            let same = |a: &PlannedPort, b: &PlannedPort| a.protocol == b.protocol && a.port == b.port;
+            for port in before {
+                ports.push((Some(port), after.iter().find(|other| same(other, port))));
+            }
+            for port in after
+                .iter()
+                .filter(|port| !before.iter().any(|other| same(other, port)))
+            {
+                ports.push((None, Some(port)));
+            }
+        }
+        ports.retain(|(before, after)| conntrack::leaves_stale_flows(*before, *after));
+        if ports.is_empty() {
+            self.pending_flows.clear();
             return Ok(0);
         }
         if self.conntrack.is_none() {
@@ -246,33 +285,29 @@ impl Proxy {
         }
         let netlink = self.conntrack.as_mut().expect("connected above");
         let flows = netlink.conntrack_flows(UDP).map_err(|err| err.to_string())?;
-        let mut stale = Vec::new();
-        for (before, after) in changes {
-            let before = before.as_deref().unwrap_or_default();
-            let same = |a: &PlannedPort, b: &PlannedPort| a.protocol == b.protocol && a.port == b.port;
-            for port in before.iter().chain(after.iter()) {
-                let old = before.iter().find(|other| same(other, port));
-                let new = after.iter().find(|other| same(other, port));
-                stale.extend(conntrack::stale(old, new, &flows));
-            }
-        }
-        stale.sort_by_key(|flow| {
-            (
-                flow.original.source,
-                flow.original.source_port,
-                flow.original.destination,
-            )
-        });
+        let mut stale: Vec<_> = ports
+            .iter()
+            .flat_map(|(before, after)| conntrack::stale(*before, *after, &flows))
+            .collect();
+        stale.sort();
         stale.dedup();
         for flow in &stale {
             netlink.delete_conntrack(flow).map_err(|err| err.to_string())?;
         }
+        self.pending_flows.clear();
         Ok(stale.len())
     }
 
     /// Holds the load-balancer addresses this node wins, and only those.
     fn announce(&mut self) -> Result<Vec<String>, String> {
-        let node_names: Vec<&str> = self.nodes.objects().keys().map(|key| key.name.as_str()).collect();
+        // Only ready nodes take addresses: a node that stopped reporting must hand them over.
+        let node_names: Vec<&str> = self
+            .nodes
+            .objects()
+            .iter()
+            .filter(|(_, node)| node.ready)
+            .map(|(key, _)| key.name.as_str())
+            .collect();
         let wanted: BTreeSet<IpNet> = self
             .balanced
             .iter()
@@ -284,7 +319,7 @@ impl Proxy {
             })
             .map(|(ip, _)| IpNet::V4(Ipv4Net::from(*ip)))
             .collect();
-        if wanted.is_empty() && self.announced.is_empty() {
+        if self.announced.as_ref() == Some(&wanted) {
             return Ok(Vec::new());
         }
         if self.routes.is_none() {
@@ -310,7 +345,7 @@ impl Proxy {
                 .map_err(|err| err.to_string())?;
             changes.push(format!("announcing {} on the segment", address.addr()));
         }
-        self.announced = wanted;
+        self.announced = Some(wanted);
         Ok(changes)
     }
 }
@@ -370,6 +405,9 @@ impl Controller for Proxy {
                     if let Some(service) = previous.get(key) {
                         if let Some(slices) = self.slices_of.get_mut(service) {
                             slices.retain(|slice| slice != key);
+                            if slices.is_empty() {
+                                self.slices_of.remove(service);
+                            }
                         }
                         self.dirty.insert(service.clone());
                     }
@@ -390,6 +428,14 @@ impl Controller for Proxy {
             | Event::Deleted(Kind::Node, _) => {
                 let changes = self.nodes.apply(event, |object| match object {
                     Object::Node(node) => Some(NodeInfo {
+                        ready: node
+                            .status
+                            .as_ref()
+                            .and_then(|status| status.conditions.as_ref())
+                            .and_then(|conditions| {
+                                conditions.iter().find(|condition| condition.type_ == "Ready")
+                            })
+                            .is_none_or(|condition| condition.status == "True"),
                         pod_cidr: podnet_model::node_pod_cidrs(node).into_iter().find_map(
                             |cidr| match cidr {
                                 IpNet::V4(v4) => Some(v4.trunc()),
@@ -427,7 +473,7 @@ impl Controller for Proxy {
         // Taken, not drained: a set keeps its capacity, and iterating it costs that capacity
         // (100,000 services listed once would make every later sync walk as many buckets).
         let dirty: Vec<ObjectKey> = std::mem::take(&mut self.dirty).into_iter().collect();
-        let changes: Vec<_> = dirty.iter().map(|key| self.replan(key)).collect();
+        let conflicts: Vec<String> = dirty.iter().flat_map(|key| self.replan(key)).collect();
         self.shared_chains();
         if periodic {
             // Nothing changed: only check that nobody removed the table.
@@ -460,8 +506,13 @@ impl Controller for Proxy {
             elements: self.syncer.element_count(),
         };
         self.metrics.proxy_synced(report);
-        let mut warnings = Vec::new();
-        match self.forget_stale_flows(&changes) {
+        let mut warnings = conflicts;
+        if !self.pod_network_known {
+            warnings.push(
+                "no pod network known (no node has a podCIDR and --cluster-cidr is not given): every client counts as a node and is masqueraded".into(),
+            );
+        }
+        match self.forget_stale_flows() {
             Ok(0) => {}
             Ok(count) => lines.push(format!("{count} UDP flows to removed endpoints forgotten")),
             Err(err) => warnings.push(format!("conntrack: {err}")),

@@ -275,16 +275,6 @@ pub fn port_endpoints<'a>(
     }
 }
 
-/// The name a service port goes by in logs and metrics: `namespace/name:port/protocol`.
-pub fn port_label(service: &ObjectKey, port: &PortInfo) -> String {
-    let protocol = match port.protocol {
-        UDP => "UDP",
-        SCTP => "SCTP",
-        _ => "TCP",
-    };
-    format!("{service}:{}/{protocol}", port.port)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,8 @@ pub struct ServicePlan {
     pub sets: Vec<Set>,
     /// Its ports as programmed.
     pub ports: Vec<PlannedPort>,
-    /// The health-check node port, with the number of ready local endpoints.
+    /// The health-check node port, with the number of ready local endpoints (terminating ones
+    /// do not count: a load balancer must stop sending new traffic to a draining node).
     pub health_check: Option<(u16, usize)>,
     /// Load-balancer addresses to announce, with the nodes that may announce them (`None`:
     /// any node).
@@ -72,19 +73,19 @@ pub fn plan_service(
     let mut hairpin = BTreeSet::new();
     let mut ready_here = BTreeSet::new();
     let mut endpoint_nodes: BTreeSet<Box<str>> = BTreeSet::new();
-    for slice in slices {
-        endpoint_nodes.extend(
-            slice
-                .endpoints
-                .iter()
-                .filter(|endpoint| endpoint.ready)
-                .filter_map(|endpoint| endpoint.node.clone()),
-        );
+    for endpoint in slices
+        .iter()
+        .flat_map(|slice| &slice.endpoints)
+        .filter(|endpoint| endpoint.ready)
+    {
+        if endpoint.node.as_deref() == Some(node) {
+            ready_here.insert(endpoint.address);
+        }
+        endpoint_nodes.extend(endpoint.node.clone());
     }
     for port in &service.ports {
         let endpoints = port_endpoints(port, slices.iter().copied(), node);
         hairpin.extend(endpoints.here.iter().copied());
-        ready_here.extend(endpoints.local.iter().map(|target| target.address));
         let affinity = service
             .affinity
             .map(|seconds| Affinity::new(key, port, Duration::from_secs(u64::from(seconds))));
@@ -295,7 +296,7 @@ impl Affinity {
         )
     }
 
-    /// The set and chain of one endpoint: clients that reached it lately.
+    /// The chain of one endpoint.
     fn endpoint(&self, target: &Target) -> String {
         format!(
             "affinity-{}-{:08x}",
@@ -304,12 +305,18 @@ impl Affinity {
         )
     }
 
+    /// The set of one endpoint: clients that reached it lately. Its name carries the timeout,
+    /// which a set cannot change in place: a new timeout makes a new set.
+    fn clients(&self, target: &Target) -> String {
+        format!("{}-{}s", self.endpoint(target), self.timeout.as_secs())
+    }
+
     fn sets(&self, cluster: &[Target], local: &[Target]) -> Vec<Set> {
         let targets: BTreeSet<&Target> = cluster.iter().chain(local).collect();
         targets
             .into_iter()
             .map(|target| {
-                Set::new(self.endpoint(target), "type ipv4_addr")
+                Set::new(self.clients(target), "type ipv4_addr")
                     .dynamic(self.timeout)
                     .comment(format!("clients of {}:{}", target.address, target.port))
             })
@@ -324,7 +331,7 @@ impl Affinity {
                 Chain::regular(
                     self.endpoint(target),
                     vec![
-                        format!("update @{} {{ ip saddr }}", self.endpoint(target)),
+                        format!("update @{} {{ ip saddr }}", self.clients(target)),
                         format!(
                             "meta l4proto {} dnat ip to {}:{}",
                             self.protocol, target.address, target.port
@@ -342,7 +349,7 @@ impl Affinity {
                 .map(|target| {
                     format!(
                         "ip saddr @{} meta l4proto {} dnat ip to {}:{}",
-                        self.endpoint(target),
+                        self.clients(target),
                         self.protocol,
                         target.address,
                         target.port

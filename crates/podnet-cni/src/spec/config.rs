@@ -76,7 +76,7 @@ pub fn version_of(config: &Value) -> Result<Version, CniError> {
             CniError::new(
                 ErrorCode::IncompatibleVersion,
                 format!(
-                    "incompatible CNI versions: config is {text:?}, plugin supports {}",
+                    "incompatible CNI versions: cniVersion {text:?} is not supported (the plugin supports {})",
                     supported_list()
                 ),
             )
