@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use podnet_model::{Event, Kind, Object, ObjectKey, pod_node};
+use podnet_model::{Event, Kind, Object, ObjectKey};
 
 /// The lab's objects by kind.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -27,13 +27,6 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// The pods scheduled to `node`.
-    pub fn pods_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = (&'a ObjectKey, &'a Pod)> + 'a {
-        self.pods
-            .iter()
-            .filter(move |(_, pod)| pod_node(pod) == Some(node))
-    }
-
     /// Every object of `kind`, as a watch lists them.
     pub fn list(&self, kind: Kind) -> Vec<Object> {
         match kind {
@@ -96,30 +89,65 @@ impl Cluster {
     }
 
     /// Makes the objects of `kinds` those of `desired`; the events of what changed, kind by
-    /// kind (nodes and namespaces first, as a cluster creates them first).
+    /// kind (nodes and namespaces first, as a cluster creates them first). Only what changed
+    /// is copied.
     pub fn replace(&mut self, desired: &Cluster, kinds: &[Kind]) -> Vec<Event> {
         let mut events = Vec::new();
         for kind in kinds {
-            let wanted: BTreeMap<ObjectKey, Object> = desired
-                .list(*kind)
-                .into_iter()
-                .map(|object| (object.key(), object))
-                .collect();
-            let gone: Vec<ObjectKey> = self
-                .list(*kind)
-                .iter()
-                .map(Object::key)
-                .filter(|key| !wanted.contains_key(key))
-                .collect();
-            for key in gone {
-                events.extend(self.remove(*kind, &key));
-            }
-            for object in wanted.into_values() {
-                events.extend(self.put(object));
-            }
+            let cluster_key = |name: &String| ObjectKey::cluster(name);
+            let key = |key: &ObjectKey| key.clone();
+            events.extend(match kind {
+                Kind::Node => replace(&mut self.nodes, &desired.nodes, *kind, cluster_key, |node| {
+                    Object::Node(Box::new(node))
+                }),
+                Kind::Namespace => replace(
+                    &mut self.namespaces,
+                    &desired.namespaces,
+                    *kind,
+                    cluster_key,
+                    |namespace| Object::Namespace(Box::new(namespace)),
+                ),
+                Kind::Pod => replace(&mut self.pods, &desired.pods, *kind, key, |pod| {
+                    Object::Pod(Box::new(pod))
+                }),
+                Kind::Service => replace(&mut self.services, &desired.services, *kind, key, |service| {
+                    Object::Service(Box::new(service))
+                }),
+                Kind::EndpointSlice => replace(
+                    &mut self.endpoint_slices,
+                    &desired.endpoint_slices,
+                    *kind,
+                    key,
+                    |slice| Object::EndpointSlice(Box::new(slice)),
+                ),
+            });
         }
         events
     }
+}
+
+/// Makes `current` equal to `desired`: removals first, then what is new or different.
+fn replace<K: Ord + Clone, T: Clone + PartialEq>(
+    current: &mut BTreeMap<K, T>,
+    desired: &BTreeMap<K, T>,
+    kind: Kind,
+    object_key: impl Fn(&K) -> ObjectKey,
+    object: impl Fn(T) -> Object,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    current.retain(|key, _| {
+        let wanted = desired.contains_key(key);
+        if !wanted {
+            events.push(Event::Deleted(kind, object_key(key)));
+        }
+        wanted
+    });
+    for (key, wanted) in desired {
+        if store(current, key.clone(), wanted) {
+            events.push(Event::Applied(object(wanted.clone())));
+        }
+    }
+    events
 }
 
 /// Inserts `object` under `key` unless an equal one is there; whether it changed anything.

@@ -4,8 +4,10 @@
 //! namespaces, with its output in a log file. When it exits, the pod's `restartPolicy`
 //! decides whether it starts again, after a back-off that doubles up to a cap
 //! (`CrashLoopBackOff`). A readiness probe (exec, TCP or HTTP, as the pod spec says) decides
-//! whether it is ready; a container without one is ready once it runs. Stopping runs the
-//! `preStop` hook, sends SIGTERM to the whole group, and SIGKILL when the grace period is over.
+//! whether it is ready; a container without one is ready once it runs, and probing goes on
+//! while it stops. Stopping runs the `preStop` hook, sends SIGTERM to the whole group, and
+//! SIGKILL when the grace period is over; a later request with a shorter grace period (the lab
+//! going down) brings the SIGKILL forward.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -20,7 +22,6 @@ use podnet_netlink::{Netns, UtsNs};
 use serde::{Deserialize, Serialize};
 use tokio::process::Child;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// First and longest wait before restarting a container that exited.
 const BACKOFF_START: Duration = Duration::from_millis(500);
@@ -150,11 +151,15 @@ pub struct Namespaces {
 /// Called whenever a container's status changes.
 pub type OnChange = Arc<dyn Fn() + Send + Sync>;
 
-/// A supervised container.
+/// A handle on a supervised container; clones share it.
+#[derive(Clone)]
 pub struct Container {
     status: Arc<Mutex<ContainerStatus>>,
-    stop: watch::Sender<Option<Duration>>,
-    task: JoinHandle<()>,
+    /// When the container must be gone: set by the first stop request, brought forward by later
+    /// ones.
+    stop: Arc<watch::Sender<Option<Instant>>>,
+    /// Becomes true when supervision ends (the sender is dropped if it panics).
+    done: watch::Receiver<bool>,
 }
 
 /// The container's status, shared with its supervisor, which reports changes.
@@ -189,13 +194,21 @@ impl Container {
             restarts: 0,
             settled: false,
         }));
-        let (stop, stopped) = watch::channel(None);
+        let (stop, stopping) = watch::channel(None);
+        let (finished, done) = watch::channel(false);
         let shared = Shared {
             status: status.clone(),
             on_change,
         };
-        let task = tokio::spawn(supervise(spec, namespaces, log, shared, stopped));
-        Container { status, stop, task }
+        tokio::spawn(async move {
+            supervise(spec, namespaces, log, shared, stopping).await;
+            let _ = finished.send(true);
+        });
+        Container {
+            status,
+            stop: Arc::new(stop),
+            done,
+        }
     }
 
     /// The container's current status.
@@ -204,14 +217,18 @@ impl Container {
     }
 
     /// Asks the container to stop within `grace` (preStop hook, SIGTERM, then SIGKILL),
-    /// without waiting.
+    /// without waiting. A container already stopping keeps the earlier of the two deadlines.
     pub fn request_stop(&self, grace: Duration) {
-        let _ = self.stop.send(Some(grace));
+        let deadline = Instant::now() + grace;
+        self.stop.send_modify(|current| {
+            *current = Some(current.map_or(deadline, |earlier| earlier.min(deadline)));
+        });
     }
 
     /// Waits until the container has stopped (after [`request_stop`](Self::request_stop)).
-    pub async fn stopped(self) {
-        let _ = self.task.await;
+    pub async fn stopped(&self) {
+        let mut done = self.done.clone();
+        let _ = done.wait_for(|done| *done).await;
     }
 }
 
@@ -220,7 +237,7 @@ async fn supervise(
     namespaces: Namespaces,
     log: PathBuf,
     shared: Shared,
-    mut stop: watch::Receiver<Option<Duration>>,
+    mut stop: watch::Receiver<Option<Instant>>,
 ) {
     let mut backoff = BACKOFF_START;
     loop {
@@ -242,23 +259,27 @@ async fn supervise(
                     s.settled = s.ready;
                 });
                 let probing = probe_readiness(&spec.readiness, &spec.env, &namespaces, &shared);
-                let ended = tokio::select! {
-                    exit = child.wait() => Ok(exit.ok().and_then(|exit| exit.code().or(Some(128 + exit_signal(&exit))))),
-                    grace = stop.wait_for(Option::is_some) => Err(grace.ok().and_then(|grace| *grace).unwrap_or_default()),
-                    _ = probing => unreachable!("probing never finishes"),
+                tokio::pin!(probing);
+                let exit_code = tokio::select! {
+                    exit = child.wait() => exit.ok().and_then(|exit| exit.code().or(Some(128 + exit_signal(&exit)))),
+                    _ = stop.wait_for(Option::is_some) => None,
+                    _ = &mut probing => unreachable!("probing never finishes"),
                 };
-                let exit_code = match ended {
-                    Ok(exit_code) => exit_code,
-                    Err(grace) => {
-                        terminate(&mut child, grace, spec.pre_stop.as_ref(), &spec.env, &namespaces).await;
-                        shared.update(|s| {
-                            s.state = "Terminated".into();
-                            s.reason = Some("Completed".into());
-                            s.ready = false;
-                        });
-                        return;
+                let stopping = stop.borrow().is_some();
+                if stopping {
+                    // Readiness is still probed while the container stops (endpoints report a
+                    // terminating pod as serving or not from it).
+                    tokio::select! {
+                        _ = terminate(&mut child, &mut stop, spec.pre_stop.as_ref(), &spec.env, &namespaces) => {}
+                        _ = &mut probing => unreachable!("probing never finishes"),
                     }
-                };
+                    shared.update(|s| {
+                        s.state = "Terminated".into();
+                        s.reason = Some("Completed".into());
+                        s.ready = false;
+                    });
+                    return;
+                }
                 shared.update(|s| {
                     s.state = "Terminated".into();
                     s.reason = Some(
@@ -450,28 +471,53 @@ fn check_port(port: u16, path: Option<&str>, timeout: Duration) -> bool {
         .is_some_and(|code| (200..400).contains(&code))
 }
 
-/// The preStop hook, SIGTERM to the whole process group, SIGKILL when `grace` is over.
+/// The preStop hook, SIGTERM to the whole process group, SIGKILL at the stop deadline.
 async fn terminate(
     child: &mut Child,
-    grace: Duration,
+    stop: &mut watch::Receiver<Option<Instant>>,
     pre_stop: Option<&Action>,
     env: &[(String, String)],
     namespaces: &Namespaces,
 ) {
-    let deadline = Instant::now() + grace;
     if let Some(hook) = pre_stop {
-        run_action(hook, env, namespaces, grace).await;
+        let grace = deadline(stop).saturating_duration_since(Instant::now());
+        tokio::select! {
+            _ = run_action(hook, env, namespaces, grace) => {}
+            _ = deadline_passed(stop) => {}
+        }
     }
     let Some(pid) = child.id() else { return };
     let group = Pid::from_raw(pid as i32);
     let _ = killpg(group, Signal::SIGTERM);
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    if tokio::time::timeout(remaining, child.wait()).await.is_err() {
-        let _ = killpg(group, Signal::SIGKILL);
-        let _ = child.wait().await;
+    tokio::select! {
+        _ = child.wait() => {}
+        _ = deadline_passed(stop) => {
+            let _ = killpg(group, Signal::SIGKILL);
+            let _ = child.wait().await;
+        }
     }
     // Children that left the group's leader behind still belong to the group.
     let _ = killpg(group, Signal::SIGKILL);
+}
+
+/// When the container must be gone, as last requested.
+fn deadline(stop: &mut watch::Receiver<Option<Instant>>) -> Instant {
+    stop.borrow_and_update().unwrap_or_else(Instant::now)
+}
+
+/// Resolves once the stop deadline has passed, following requests that bring it forward.
+async fn deadline_passed(stop: &mut watch::Receiver<Option<Instant>>) {
+    loop {
+        let deadline = deadline(stop);
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline.into()) => return,
+            changed = stop.changed() => if changed.is_err() {
+                // Nobody can change it any more.
+                tokio::time::sleep_until(deadline.into()).await;
+                return;
+            },
+        }
+    }
 }
 
 fn kill_group(child: &Child) {

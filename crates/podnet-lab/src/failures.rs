@@ -13,6 +13,11 @@ impl Failures {
         Self::default()
     }
 
+    /// One failure.
+    pub fn one(failure: impl fmt::Display) -> Self {
+        Failures(vec![failure.to_string()])
+    }
+
     /// Records a failure.
     pub fn push(&mut self, failure: impl fmt::Display) {
         self.0.push(failure.to_string());

@@ -293,19 +293,54 @@ pub fn host_path() -> String {
         .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())
 }
 
+/// A pod's hostname, as kubelet sets it: the node's for a hostNetwork pod, else `spec.hostname`
+/// or the pod's name cut to the 63 characters a hostname may have (without a trailing '-' or
+/// '.').
+pub fn pod_hostname(key: &ObjectKey, pod: &Pod) -> String {
+    if podnet_model::pod_host_network(pod) {
+        return podnet_model::pod_node(pod).unwrap_or_default().to_owned();
+    }
+    if let Some(hostname) = pod.spec.as_ref().and_then(|spec| spec.hostname.clone()) {
+        return hostname;
+    }
+    let name = &key.name[..key.name.len().min(63)];
+    name.trim_end_matches(['-', '.']).to_owned()
+}
+
 /// A container's environment: the host's PATH, Kubernetes' HOSTNAME, the container's `env`.
 pub fn container_env(key: &ObjectKey, pod: &Pod, container: &ContainerObject) -> Vec<(String, String)> {
-    let hostname = if podnet_model::pod_host_network(pod) {
-        podnet_model::pod_node(pod).unwrap_or_default().to_owned()
-    } else {
-        key.name.clone()
-    };
     let mut env = vec![
         ("PATH".to_owned(), host_path()),
-        ("HOSTNAME".to_owned(), hostname),
+        ("HOSTNAME".to_owned(), pod_hostname(key, pod)),
     ];
     for variable in container.env.iter().flatten() {
         env.push((variable.name.clone(), variable.value.clone().unwrap_or_default()));
     }
     env
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::PodSpec;
+
+    use super::*;
+
+    #[test]
+    fn hostnames_are_cut_to_63_characters_like_kubelet_does() {
+        let pod = |hostname: Option<&str>| Pod {
+            spec: Some(PodSpec {
+                hostname: hostname.map(str::to_owned),
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        };
+        let key = |name: &str| ObjectKey {
+            namespace: "default".into(),
+            name: name.into(),
+        };
+        assert_eq!(pod_hostname(&key("web"), &pod(None)), "web");
+        assert_eq!(pod_hostname(&key("web"), &pod(Some("db-0"))), "db-0");
+        let long = format!("{}-{}", "a".repeat(62), "b".repeat(10));
+        assert_eq!(pod_hostname(&key(&long), &pod(None)), "a".repeat(62));
+    }
 }

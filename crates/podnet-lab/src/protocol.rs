@@ -77,16 +77,16 @@ pub struct LabStatus {
     /// How pods on different nodes reach each other (`vxlan`, `host-gw`, or `custom CNI configuration`).
     pub backend: String,
     /// The nodes.
-    pub nodes: Vec<NodeStatus>,
+    pub nodes: Vec<NodeRow>,
     /// The pods.
-    pub pods: Vec<PodStatus>,
+    pub pods: Vec<PodRow>,
     /// The services.
-    pub services: Vec<ServiceStatus>,
+    pub services: Vec<ServiceRow>,
 }
 
 /// One service's row, as `kubectl get services` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServiceStatus {
+pub struct ServiceRow {
     /// The service's namespace.
     pub namespace: String,
     /// The service's name.
@@ -103,7 +103,7 @@ pub struct ServiceStatus {
 
 /// One node's row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NodeStatus {
+pub struct NodeRow {
     /// The node's name.
     pub name: String,
     /// Its underlay address.
@@ -116,7 +116,7 @@ pub struct NodeStatus {
 
 /// One pod's row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PodStatus {
+pub struct PodRow {
     /// The pod's namespace.
     pub namespace: String,
     /// The pod's name.

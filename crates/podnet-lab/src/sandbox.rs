@@ -20,6 +20,7 @@ use podnet_netlink::{Netns, UtsNs};
 use serde_json::{Value, json};
 
 use crate::failures::Failures;
+use crate::kubelet;
 use crate::paths::LabPaths;
 use crate::reaper;
 use crate::topology::NodeRuntime;
@@ -86,7 +87,7 @@ pub fn create(
     let netns_name = paths.pod_netns(key);
     let netns = Netns::create_named(&netns_name)?;
     let created = (|| {
-        let uts = UtsNs::create(&dir.join("uts"), &key.name)?;
+        let uts = UtsNs::create(&dir.join("uts"), &kubelet::pod_hostname(key, pod))?;
         let id = pod.metadata.uid.clone().unwrap_or_else(|| netns_name.clone());
         let (result, ips) = attach(node, runtime, &netns, &id, pod)?;
         Ok(Sandbox {
@@ -210,14 +211,13 @@ pub fn destroy(
     runtime: &Runtime,
     key: &ObjectKey,
     pod: &Pod,
-    sandbox: Sandbox,
+    sandbox: &Sandbox,
 ) -> Failures {
     let mut failures = Failures::new();
-    if let Some((id, result)) = sandbox.attachment {
-        let netns_path = sandbox.netns.path().to_owned();
-        let eth0 = pod_attachment(&id, &netns_path, pod);
+    if let Some((id, result)) = &sandbox.attachment {
+        let eth0 = pod_attachment(id, sandbox.netns.path(), pod);
         match node_network(node) {
-            Ok(network) => match node.netns.run(|| runtime.del(&network, &eth0, Some(&result))) {
+            Ok(network) => match node.netns.run(|| runtime.del(&network, &eth0, Some(result))) {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => failures.push(format!("CNI DEL: {err}")),
                 Err(err) => failures.push(err.to_string()),
@@ -225,8 +225,8 @@ pub fn destroy(
             Err(err) => failures.push(err.to_string()),
         }
     }
-    drop(sandbox.netns);
-    drop(sandbox.uts);
+    // Unmounted and unlinked by path: handles still open elsewhere only keep the emptied
+    // namespaces alive until they are dropped.
     let dir = paths.pod_dir(key);
     failures.check("remove the UTS namespace", UtsNs::delete(&dir.join("uts")));
     failures.check(

@@ -238,3 +238,44 @@ fn down_removes_everything_even_when_the_daemon_was_killed() {
         containers[0]
     );
 }
+
+#[test]
+fn a_terminating_pod_stays_visible_its_replacement_waits_and_down_cuts_its_grace_short() {
+    let header = "apiVersion: podnet.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: NAME\n";
+    let pod = |name: &str, grace: u32| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: {grace}\n  containers:\n  - name: whoami\n    image: traefik/whoami\n    lifecycle:\n      preStop:\n        sleep: {{seconds: {grace}}}\n"
+        )
+    };
+    let lab = Lab::up(&format!("{header}{}{}", pod("quick", 2), pod("slow", 600)));
+    let first_uid = lab.get("pods", Some("quick"))["items"][0]["metadata"]["uid"].clone();
+
+    // Both deleted: they stay, terminating, with their containers and a shell to look inside.
+    lab.apply(header);
+    let status = lab.status();
+    let rows: Vec<&str> = status
+        .lines()
+        .filter(|line| line.starts_with("default "))
+        .collect();
+    assert_eq!(rows.len(), 2, "{status}");
+    assert!(
+        rows.iter()
+            .all(|row| row.contains("Terminating") && row.contains("1/1")),
+        "{status}"
+    );
+    assert_eq!(lab.exec("slow", None, &["hostname"]).trim(), "slow");
+
+    // `quick` comes back: the new pod waits for the old one to be gone, then runs.
+    lab.apply(&format!("{header}{}", pod("quick", 2)));
+    let quick = lab.get("pods", Some("quick"))["items"][0].clone();
+    assert_ne!(quick["metadata"]["uid"], first_uid);
+    assert!(quick["metadata"]["deletionTimestamp"].is_null(), "{quick}");
+    assert_eq!(quick["status"]["phase"], "Running", "{quick}");
+    assert!(lab.status().contains("Terminating"), "slow is still stopping");
+
+    // Going down does not wait out slow's ten minutes.
+    let started = std::time::Instant::now();
+    assert!(lab.down().status.success());
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    lab.assert_gone();
+}

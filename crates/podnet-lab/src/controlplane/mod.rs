@@ -15,7 +15,7 @@ pub mod scheduler;
 pub mod services;
 pub mod workloads;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -105,15 +105,14 @@ pub fn plan(file: &LabFile, running: &Cluster, paths: &LabPaths) -> Result<Clust
 }
 
 /// Brings the controller's EndpointSlices of the services `which` (all when `None`) up to date
-/// with the cluster's pods; returns the watch events of what changed. The lab file's own
-/// slices are left alone.
+/// with the cluster's pods; returns the watch events of what changed. With `None`, slices of
+/// services that no longer exist go too. The lab file's own slices are left alone.
 pub fn slices_for(cluster: &mut Cluster, which: Option<&[ObjectKey]>) -> Vec<Event> {
-    let services: Vec<ObjectKey> = match which {
-        Some(keys) => keys.to_vec(),
+    let mut services: BTreeSet<ObjectKey> = match which {
+        Some(keys) => keys.iter().cloned().collect(),
         None => cluster.services.keys().cloned().collect(),
     };
     // The controller's slices of each of those services, found in one pass.
-    let wanted_services: std::collections::HashSet<&ObjectKey> = services.iter().collect();
     let mut existing: std::collections::HashMap<ObjectKey, Vec<ObjectKey>> = std::collections::HashMap::new();
     for (slice_key, slice) in &cluster.endpoint_slices {
         if !endpointslices::managed(slice) {
@@ -131,9 +130,12 @@ pub fn slices_for(cluster: &mut Cluster, which: Option<&[ObjectKey]>) -> Vec<Eve
             namespace: slice_key.namespace.clone(),
             name: service.clone(),
         };
-        if wanted_services.contains(&service) {
+        if which.is_none() || services.contains(&service) {
             existing.entry(service).or_default().push(slice_key.clone());
         }
+    }
+    if which.is_none() {
+        services.extend(existing.keys().cloned());
     }
     let mut events = Vec::new();
     for key in services {
@@ -267,8 +269,9 @@ mod tests {
             .iter()
             .map(|node| {
                 first
-                    .pods_on(node)
-                    .filter(|(key, _)| key.namespace == "default")
+                    .pods
+                    .iter()
+                    .filter(|(key, pod)| key.namespace == "default" && pod_node(pod) == Some(*node))
                     .count()
             })
             .collect();
@@ -294,6 +297,32 @@ mod tests {
                 .map(|pod| pod.metadata.uid.clone())
                 .collect::<Vec<_>>()
         );
+
+        // Scaled down to one, the ready replica stays.
+        let mut running = second;
+        let ready = running
+            .pods
+            .keys()
+            .filter(|key| key.namespace == "default")
+            .nth(2)
+            .unwrap()
+            .clone();
+        running.pods.get_mut(&ready).unwrap().status = Some(k8s_openapi::api::core::v1::PodStatus {
+            conditions: Some(vec![k8s_openapi::api::core::v1::PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        let one = file(&TWO_NODES_AND_A_DEPLOYMENT.replace("replicas: 3", "replicas: 1"));
+        let scaled = plan(&one, &running, &paths()).unwrap();
+        let replicas: Vec<&ObjectKey> = scaled
+            .pods
+            .keys()
+            .filter(|key| key.namespace == "default")
+            .collect();
+        assert_eq!(replicas, [&ready]);
     }
 
     #[test]
@@ -365,5 +394,25 @@ mod tests {
             podnet_model::node_pod_cidrs(&next.nodes["node4"])[0].to_string(),
             "10.244.0.0/24"
         );
+    }
+
+    #[test]
+    fn slices_follow_their_service_and_go_with_it() {
+        let with_service = file(&format!(
+            "{TWO_NODES_AND_A_DEPLOYMENT}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {{app: web}}\n  ports:\n  - {{port: 80}}\n"
+        ));
+        let mut cluster = plan(&with_service, &Cluster::default(), &paths()).unwrap();
+        let created = slices_for(&mut cluster, None);
+        assert_eq!(created.len(), 1, "{created:?}");
+        assert_eq!(cluster.endpoint_slices.len(), 1);
+        assert!(slices_for(&mut cluster, None).is_empty(), "nothing changed");
+
+        cluster.services.clear();
+        let removed = slices_for(&mut cluster, None);
+        assert!(
+            matches!(removed.as_slice(), [Event::Deleted(Kind::EndpointSlice, _)]),
+            "{removed:?}"
+        );
+        assert!(cluster.endpoint_slices.is_empty());
     }
 }

@@ -10,12 +10,33 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::PlanError;
 use crate::cluster::Cluster;
-use crate::spec::{LabFile, LabNode};
+use crate::spec::{AddressRange, LabFile, LabNode, MAX_NODES};
+use crate::topology::EXTERNAL_ADDRESS;
 
 /// The underlay segment node addresses are taken from.
 pub const NODE_NETWORK: &str = "192.168.10.0/24";
 /// Host number of the first node on the underlay (`192.168.10.11`).
 const FIRST_NODE_HOST: u32 = 11;
+/// The block node addresses come from: one per node a lab may have.
+pub fn node_addresses() -> AddressRange {
+    let network = u32::from(NODE_NETWORK.parse::<Ipv4Net>().expect("valid").network());
+    AddressRange {
+        first: Ipv4Addr::from(network + FIRST_NODE_HOST),
+        last: Ipv4Addr::from(network + FIRST_NODE_HOST + MAX_NODES as u32 - 1),
+    }
+}
+
+/// Whether a load-balancer pool may hold `address`: not one the underlay needs (its network
+/// and broadcast addresses, the nodes' block, the external gateway).
+pub fn pool_may_hold(address: Ipv4Addr) -> bool {
+    let network: Ipv4Net = NODE_NETWORK.parse().expect("valid");
+    !network.contains(&address)
+        || !(address == network.network()
+            || address == network.broadcast()
+            || node_addresses().contains(address)
+            || address.to_string() == EXTERNAL_ADDRESS)
+}
+
 /// Label naming a node's hostname, as kubelet sets it.
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 
@@ -29,7 +50,6 @@ pub fn plan(file: &LabFile, running: &Cluster) -> Result<BTreeMap<String, Node>,
         .map_err(|err| PlanError(err.to_string()))?
         .take(4096)
         .collect();
-    let node_network: Ipv4Net = NODE_NETWORK.parse().expect("valid");
     let mut nodes = BTreeMap::new();
     let mut taken_subnets: Vec<String> = Vec::new();
     let mut taken_ips: Vec<String> = Vec::new();
@@ -58,8 +78,9 @@ pub fn plan(file: &LabFile, running: &Cluster) -> Result<BTreeMap<String, Node>,
                 ))
             })?;
         taken_subnets.push(subnet.clone());
-        let address = (FIRST_NODE_HOST..255)
-            .map(|host| Ipv4Addr::from(u32::from(node_network.network()) + host).to_string())
+        let address = node_addresses()
+            .addresses()
+            .map(|ip| ip.to_string())
             .find(|ip| !taken_ips.contains(ip))
             .ok_or_else(|| PlanError("the node network has no free address".into()))?;
         taken_ips.push(address.clone());

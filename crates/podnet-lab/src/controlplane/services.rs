@@ -6,6 +6,7 @@
 //! is honoured, or refused with the service that holds it already.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{
@@ -32,28 +33,17 @@ struct Taken {
     load_balancer_ips: HashMap<Ipv4Addr, ObjectKey>,
 }
 
-impl Taken {
-    fn claim_ip(
-        map: &mut HashMap<Ipv4Addr, ObjectKey>,
-        ip: Ipv4Addr,
-        key: &ObjectKey,
-    ) -> Result<(), ObjectKey> {
-        match map.get(&ip) {
-            Some(holder) if holder != key => Err(holder.clone()),
-            _ => {
-                map.insert(ip, key.clone());
-                Ok(())
-            }
-        }
-    }
-
-    fn claim_port(&mut self, port: u16, key: &ObjectKey) -> Result<(), ObjectKey> {
-        match self.node_ports.get(&port) {
-            Some(holder) if holder != key => Err(holder.clone()),
-            _ => {
-                self.node_ports.insert(port, key.clone());
-                Ok(())
-            }
+/// Takes `value` for `key`, unless another service holds it: then that service.
+fn claim<T: Hash + Eq>(
+    taken: &mut HashMap<T, ObjectKey>,
+    value: T,
+    key: &ObjectKey,
+) -> Result<(), ObjectKey> {
+    match taken.get(&value) {
+        Some(holder) if holder != key => Err(holder.clone()),
+        _ => {
+            taken.insert(value, key.clone());
+            Ok(())
         }
     }
 }
@@ -70,53 +60,16 @@ pub fn plan(
             let key = ObjectKey::of(&service.metadata);
             let mut service = service.clone();
             service.metadata.namespace = Some(key.namespace.clone());
+            // Status is the cluster's to write, not the file's.
+            service.status = None;
             fill_defaults(service.spec.get_or_insert_with(ServiceSpec::default));
             (key, service)
         })
         .collect();
     let mut taken = Taken::default();
-    let refuse = |key: &ObjectKey, field: &str, value: String, holder: &ObjectKey| {
-        PlanError(format!(
-            "Service {key}: {field}: Invalid value: {value}: provided {} is already allocated to Service {holder}",
-            if field.contains("IP") { "IP" } else { "port" }
-        ))
-    };
 
-    // 1. What the file fixes: running services first, so that a new service asking for what
-    //    one of them holds is the one refused.
-    let mut order: Vec<&ObjectKey> = planned.keys().collect();
-    order.sort_by_key(|key| (!running.services.contains_key(*key), *key));
-    for key in order {
-        let service = &planned[key];
-        let spec = service.spec.as_ref().expect("defaults filled");
-        if let Some(ip) = fixed_cluster_ip(spec) {
-            Taken::claim_ip(&mut taken.cluster_ips, ip, key)
-                .map_err(|holder| refuse(key, "spec.clusterIP", format!("\"{ip}\""), &holder))?;
-        }
-        for (index, port) in spec.ports.iter().flatten().enumerate() {
-            if let Some(node_port) = port.node_port {
-                taken.claim_port(node_port as u16, key).map_err(|holder| {
-                    refuse(
-                        key,
-                        &format!("spec.ports[{index}].nodePort"),
-                        node_port.to_string(),
-                        &holder,
-                    )
-                })?;
-            }
-        }
-        if let Some(port) = spec.health_check_node_port {
-            taken
-                .claim_port(port as u16, key)
-                .map_err(|holder| refuse(key, "spec.healthCheckNodePort", port.to_string(), &holder))?;
-        }
-        if let Some(Ok(ip)) = spec.load_balancer_ip.as_deref().map(str::parse::<Ipv4Addr>) {
-            Taken::claim_ip(&mut taken.load_balancer_ips, ip, key)
-                .map_err(|holder| refuse(key, "spec.loadBalancerIP", format!("\"{ip}\""), &holder))?;
-        }
-    }
-
-    // 2. What running services keep, where the file leaves it open and nobody fixed it.
+    // 1. What running services hold and the file leaves open, they keep: nothing can take it
+    //    from them.
     for (key, service) in planned.iter_mut() {
         let Some(previous) = running.services.get(key) else {
             continue;
@@ -127,8 +80,8 @@ pub fn plan(
         if wants_cluster_ip(spec)
             && spec.cluster_ip.as_deref().unwrap_or_default().is_empty()
             && let Some(ip) = fixed_cluster_ip(old)
-            && Taken::claim_ip(&mut taken.cluster_ips, ip, key).is_ok()
         {
+            taken.cluster_ips.insert(ip, key.clone());
             spec.cluster_ip = Some(ip.to_string());
         }
         if exposed(spec) {
@@ -141,26 +94,64 @@ pub fn plan(
                     .iter()
                     .flatten()
                     .find(|old_port| old_port.port == port.port && old_port.protocol == port.protocol);
-                if let Some(node_port) = same.and_then(|old_port| old_port.node_port)
-                    && taken.claim_port(node_port as u16, key).is_ok()
-                {
+                if let Some(node_port) = same.and_then(|old_port| old_port.node_port) {
+                    taken.node_ports.insert(node_port as u16, key.clone());
                     port.node_port = Some(node_port);
                 }
             }
             if needs_health_check_port(spec)
                 && spec.health_check_node_port.is_none()
                 && let Some(port) = old.health_check_node_port
-                && taken.claim_port(port as u16, key).is_ok()
             {
+                taken.node_ports.insert(port as u16, key.clone());
                 spec.health_check_node_port = Some(port);
             }
         }
         if spec.type_.as_deref() == Some("LoadBalancer")
             && spec.load_balancer_ip.is_none()
             && let Some(ip) = ingress_ip(previous)
-            && Taken::claim_ip(&mut taken.load_balancer_ips, ip, key).is_ok()
         {
+            taken.load_balancer_ips.insert(ip, key.clone());
             service.status = Some(load_balancer_status(ip));
+        }
+    }
+
+    // 2. What the file fixes: running services first, so that a new service asking for what
+    //    another holds is the one refused.
+    let refuse = |key: &ObjectKey, field: &str, value: String, holder: &ObjectKey| {
+        PlanError(format!(
+            "Service {key}: {field}: Invalid value: {value}: provided {} is already allocated to Service {holder}",
+            if field.contains("IP") { "IP" } else { "port" }
+        ))
+    };
+    let mut order: Vec<&ObjectKey> = planned.keys().collect();
+    order.sort_by_key(|key| (!running.services.contains_key(*key), *key));
+    for key in order {
+        let service = &planned[key];
+        let spec = service.spec.as_ref().expect("defaults filled");
+        if let Some(ip) = fixed_cluster_ip(spec) {
+            claim(&mut taken.cluster_ips, ip, key)
+                .map_err(|holder| refuse(key, "spec.clusterIP", format!("\"{ip}\""), &holder))?;
+        }
+        for (index, port) in spec.ports.iter().flatten().enumerate() {
+            if let Some(node_port) = port.node_port {
+                claim(&mut taken.node_ports, node_port as u16, key).map_err(|holder| {
+                    refuse(
+                        key,
+                        &format!("spec.ports[{index}].nodePort"),
+                        node_port.to_string(),
+                        &holder,
+                    )
+                })?;
+            }
+        }
+        if let Some(port) = spec.health_check_node_port {
+            claim(&mut taken.node_ports, port as u16, key)
+                .map_err(|holder| refuse(key, "spec.healthCheckNodePort", port.to_string(), &holder))?;
+        }
+        if let Some(Ok(ip)) = spec.load_balancer_ip.as_deref().map(str::parse::<Ipv4Addr>) {
+            claim(&mut taken.load_balancer_ips, ip, key)
+                .map_err(|holder| refuse(key, "spec.loadBalancerIP", format!("\"{ip}\""), &holder))?;
         }
     }
 
@@ -409,5 +400,37 @@ mod tests {
             err.0,
             "Service default/b: spec.clusterIP: Invalid value: \"10.96.0.5\": provided IP is already allocated to Service default/a"
         );
+    }
+
+    #[test]
+    fn what_a_running_service_holds_is_never_taken_by_a_newcomer() {
+        let alone = file(&service("b", "  type: NodePort\n  ports:\n  - {port: 80}\n"));
+        let first = plan(&alone.spec, &alone.services, &Cluster::default()).unwrap();
+        let held = first.values().next().unwrap().spec.clone().unwrap();
+        let (ip, node_port) = (
+            held.cluster_ip.clone().unwrap(),
+            held.ports.as_ref().unwrap()[0].node_port.unwrap(),
+        );
+        let running = Cluster {
+            services: first,
+            ..Cluster::default()
+        };
+        for asks in [
+            format!("  clusterIP: {ip}\n  ports:\n  - {{port: 80}}\n"),
+            format!("  type: NodePort\n  ports:\n  - {{port: 80, nodePort: {node_port}}}\n"),
+        ] {
+            // `a` sorts before `b`: it is planned first, and still refused.
+            let both = file(&format!(
+                "{}{}",
+                service("b", "  type: NodePort\n  ports:\n  - {port: 80}\n"),
+                service("a", &asks)
+            ));
+            let err = plan(&both.spec, &both.services, &running).unwrap_err();
+            assert!(
+                err.0.starts_with("Service default/a: ")
+                    && err.0.ends_with("already allocated to Service default/b"),
+                "{err}"
+            );
+        }
     }
 }

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use podnet_agent::AgentArgs;
 use podnet_model::{DEFAULT_NAMESPACE, ObjectKey, pod_node};
 
+use super::endpointslices::pod_ready;
 use crate::cluster::Cluster;
 use crate::paths::LabPaths;
 use crate::spec::LabFile;
@@ -90,7 +91,8 @@ fn deployment_pods(file: &LabFile, running: &Cluster) -> Vec<Pod> {
         let template_hash = short_hash(&template, 10);
         let replicas = spec.replicas.unwrap_or(1).max(0) as usize;
         let prefix = format!("{name}-{template_hash}-");
-        // Replicas that still run this template on a live node, oldest name first.
+        // Replicas that still run this template on a live node; scaling down keeps the ones the
+        // ReplicaSet controller would (scheduled before pending, ready before not), then by name.
         let mut kept: Vec<&Pod> = running
             .pods
             .iter()
@@ -104,6 +106,7 @@ fn deployment_pods(file: &LabFile, running: &Cluster) -> Vec<Pod> {
             })
             .map(|(_, pod)| pod)
             .collect();
+        kept.sort_by_key(|pod| (pod_node(pod).is_none(), !pod_ready(pod)));
         kept.truncate(replicas);
         let mut names: Vec<String> = kept.iter().filter_map(|pod| pod.metadata.name.clone()).collect();
         pods.extend(kept.into_iter().cloned());

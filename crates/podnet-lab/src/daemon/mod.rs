@@ -26,7 +26,7 @@ use crate::controlplane::{self, scheduler};
 use crate::failures::Failures;
 use crate::kubelet;
 use crate::paths::LabPaths;
-use crate::protocol::{ExecTarget, LabStatus, NodeStatus, PodStatus, Request, Response, ServiceStatus};
+use crate::protocol::{ExecTarget, LabStatus, NodeRow, PodRow, Request, Response, ServiceRow};
 use crate::reaper;
 use crate::sandbox::{self, Sandbox};
 use crate::spec::{LabFile, LabSpec};
@@ -40,7 +40,7 @@ const WATCH_BACKLOG: usize = 1 << 20;
 /// The grace period of everything when the lab goes down: none.
 const NO_GRACE: Duration = Duration::ZERO;
 
-/// A pod running on this host: its sandbox and containers.
+/// A pod running on this host: its sandbox and containers. It stays while it terminates.
 struct RunningPod {
     uid: Option<String>,
     node: String,
@@ -70,7 +70,7 @@ pub struct Lab {
     cluster: Cluster,
     nodes: BTreeMap<String, NodeRuntime>,
     pods: BTreeMap<ObjectKey, RunningPod>,
-    /// Pods deleted gracefully whose containers are still stopping.
+    /// Pods deleted gracefully whose containers are still stopping (they are still in `pods`).
     terminating: HashSet<ObjectKey>,
     /// The internet's web server, once the fabric exists.
     internet: Option<Container>,
@@ -265,8 +265,15 @@ impl Lab {
         for slice in desired.endpoint_slices.values() {
             events.extend(self.cluster.put(Object::EndpointSlice(Box::new(slice.clone()))));
         }
+        // New pods; the ones kept are stored already, with a fresher status than the plan's.
         for (key, pod) in &desired.pods {
-            if !self.terminating.contains(key) {
+            if !self.terminating.contains(key)
+                && self
+                    .cluster
+                    .pods
+                    .get(key)
+                    .is_none_or(|stored| stored.metadata.uid != pod.metadata.uid)
+            {
                 events.extend(self.cluster.put(Object::Pod(Box::new(pod.clone()))));
             }
         }
@@ -280,26 +287,34 @@ impl Lab {
             }
         }
 
-        // New pods: each node wires its pods one after the other in start order (its agent
-        // first, then the file's order, so addresses are handed out in that order); nodes in
-        // parallel. A pod replacing one of the same name waits until the old one is gone.
-        let arriving_keys: Vec<ObjectKey> = controlplane::start_order(&desired, &file, &self.paths)
-            .into_iter()
-            .filter(|key| !self.pods.contains_key(key) || self.terminating.contains(key))
-            .filter(|key| desired.pods.get(key).and_then(podnet_model::pod_node).is_some())
-            .collect();
-        let replacing: Vec<ObjectKey> = arriving_keys
-            .iter()
+        // A pod replacing one of the same name appears once the old one is gone.
+        let replacing: Vec<ObjectKey> = desired
+            .pods
+            .keys()
             .filter(|key| self.terminating.contains(*key))
             .cloned()
             .collect();
         self.wait_terminated(&replacing).await;
+        for key in &replacing {
+            self.put_pod(key, desired.pods[key].clone());
+        }
+
+        // New pods: each node wires its pods one after the other in start order (its agent
+        // first, then the file's order, so addresses are handed out in that order); nodes in
+        // parallel.
         let mut arriving: BTreeMap<String, Vec<(ObjectKey, Pod)>> = BTreeMap::new();
-        for key in arriving_keys {
-            let pod = desired.pods[&key].clone();
-            self.put_pod(&key, pod.clone());
-            let node = podnet_model::pod_node(&pod).expect("scheduled").to_owned();
-            arriving.entry(node).or_default().push((key, pod));
+        for key in controlplane::start_order(&desired, &file, &self.paths) {
+            let pod = &desired.pods[&key];
+            let started = self
+                .pods
+                .get(&key)
+                .is_some_and(|running| running.uid == pod.metadata.uid);
+            if let (false, Some(node)) = (started, podnet_model::pod_node(pod)) {
+                arriving
+                    .entry(node.to_owned())
+                    .or_default()
+                    .push((key, pod.clone()));
+            }
         }
         let (sender, mut wired) = mpsc::unbounded_channel();
         for (node_name, pods) in arriving {
@@ -384,44 +399,42 @@ impl Lab {
             return;
         };
         let grace = grace.unwrap_or_else(|| kubelet::grace_period(&pod));
-        let Some(running) = self.pods.remove(key) else {
+        let Some(running) = self.pods.get(key) else {
             // Never started (pending): nothing to stop.
-            let services = controlplane::services_selecting(&self.cluster, key, &pod);
-            let mut events: Vec<Event> = self.cluster.remove(Kind::Pod, key).into_iter().collect();
-            events.extend(controlplane::slices_for(&mut self.cluster, Some(&services)));
-            self.publish(events);
+            self.remove_pod(key, &pod);
             return;
         };
         pod.metadata.deletion_timestamp = Some(now());
         pod.metadata.deletion_grace_period_seconds = Some(grace.as_secs() as i64);
-        self.put_pod(key, pod.clone());
-        self.terminating.insert(key.clone());
         let (paths, runtime, sender, key) = (
             self.paths.clone(),
             self.runtime.clone(),
             self.pod_events.clone(),
             key.clone(),
         );
+        let (containers, sandbox, uid) = (
+            running.containers.clone(),
+            running.sandbox.clone(),
+            running.uid.clone(),
+        );
         let node = self.nodes.get(&running.node).cloned();
+        self.put_pod(&key, pod.clone());
+        self.terminating.insert(key.clone());
+        // Whatever happens, the daemon hears that the pod is gone.
         tokio::spawn(async move {
-            kubelet::stop(running.containers, grace).await;
-            let failures = match (running.sandbox, node) {
+            kubelet::stop(containers, grace).await;
+            let failures = match (sandbox, node) {
                 (Some(sandbox), Some(node)) => {
                     let key = key.clone();
-                    blocking(move || {
-                        let sandbox =
-                            Arc::try_unwrap(sandbox).unwrap_or_else(|_| unreachable!("containers are gone"));
-                        sandbox::destroy(&paths, &node, &runtime, &key, &pod, sandbox)
+                    tokio::task::spawn_blocking(move || {
+                        sandbox::destroy(&paths, &node, &runtime, &key, &pod, &sandbox)
                     })
                     .await
+                    .unwrap_or_else(|err| Failures::one(format!("removing the sandbox failed: {err}")))
                 }
                 _ => Failures::new(),
             };
-            let _ = sender.send(PodEvent::Terminated {
-                key,
-                uid: running.uid,
-                failures,
-            });
+            let _ = sender.send(PodEvent::Terminated { key, uid, failures });
         });
     }
 
@@ -431,24 +444,31 @@ impl Lab {
             PodEvent::Changed(key) => self.refresh_status(&key),
             PodEvent::Terminated { key, uid, failures } => {
                 self.terminating.remove(&key);
+                if self.pods.get(&key).is_some_and(|running| running.uid == uid) {
+                    self.pods.remove(&key);
+                }
                 if !failures.is_empty() {
                     tracing::warn!("pod {key} removed with cleanup problems: {failures}");
                 }
-                let Some(pod) = self
+                if let Some(pod) = self
                     .cluster
                     .pods
                     .get(&key)
                     .filter(|pod| pod.metadata.uid == uid)
                     .cloned()
-                else {
-                    return;
-                };
-                let services = controlplane::services_selecting(&self.cluster, &key, &pod);
-                let mut events: Vec<Event> = self.cluster.remove(Kind::Pod, &key).into_iter().collect();
-                events.extend(controlplane::slices_for(&mut self.cluster, Some(&services)));
-                self.publish(events);
+                {
+                    self.remove_pod(&key, &pod);
+                }
             }
         }
+    }
+
+    /// Removes pod `key` from the cluster, and from the EndpointSlices that listed it.
+    fn remove_pod(&mut self, key: &ObjectKey, pod: &Pod) {
+        let services = controlplane::services_selecting(&self.cluster, key, pod);
+        let mut events: Vec<Event> = self.cluster.remove(Kind::Pod, key).into_iter().collect();
+        events.extend(controlplane::slices_for(&mut self.cluster, Some(&services)));
+        self.publish(events);
     }
 
     /// Waits until the pods `keys` have terminated, handling pod events meanwhile.
@@ -484,7 +504,8 @@ impl Lab {
         }
     }
 
-    /// Stops every container and removes every namespace and file of the lab.
+    /// Stops every container (terminating ones too: their grace period is over) and removes
+    /// every namespace and file of the lab.
     pub async fn down(&mut self) -> Failures {
         let containers: Vec<Container> = self
             .pods
@@ -493,6 +514,8 @@ impl Lab {
             .chain(self.internet.take())
             .collect();
         kubelet::stop(containers, NO_GRACE).await;
+        let terminating: Vec<ObjectKey> = self.terminating.iter().cloned().collect();
+        self.wait_terminated(&terminating).await;
         self.pods.clear();
         self.nodes.clear();
         let paths = self.paths.clone();
@@ -516,7 +539,7 @@ impl Lab {
             nodes: self
                 .nodes
                 .values()
-                .map(|node| NodeStatus {
+                .map(|node| NodeRow {
                     name: node.name.clone(),
                     address: node.address.to_string(),
                     pod_cidr: self
@@ -547,7 +570,7 @@ impl Lab {
         }
     }
 
-    fn pod_row(&self, key: &ObjectKey, pod: &Pod) -> PodStatus {
+    fn pod_row(&self, key: &ObjectKey, pod: &Pod) -> PodRow {
         let running = self.pods.get(key);
         let containers: Vec<_> = running
             .map(|running| running.containers.iter().map(Container::status).collect())
@@ -580,7 +603,7 @@ impl Lab {
                     .to_owned()
                 })
         };
-        PodStatus {
+        PodRow {
             namespace: key.namespace.clone(),
             name: key.name.clone(),
             node: podnet_model::pod_node(pod).unwrap_or_default().to_owned(),
@@ -642,7 +665,7 @@ impl Lab {
 }
 
 /// A service's row in `lab status`.
-fn service_row(key: &ObjectKey, service: &k8s_openapi::api::core::v1::Service) -> ServiceStatus {
+fn service_row(key: &ObjectKey, service: &k8s_openapi::api::core::v1::Service) -> ServiceRow {
     let spec = service.spec.clone().unwrap_or_default();
     let kind = spec.type_.clone().unwrap_or_else(|| "ClusterIP".into());
     let mut external: Vec<String> = service
@@ -673,7 +696,7 @@ fn service_row(key: &ObjectKey, service: &k8s_openapi::api::core::v1::Service) -
             }
         })
         .collect();
-    ServiceStatus {
+    ServiceRow {
         namespace: key.namespace.clone(),
         name: key.name.clone(),
         kind,

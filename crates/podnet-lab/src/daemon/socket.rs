@@ -4,7 +4,8 @@
 //! A watch starts with the current list of each kind it asks for (`Relisting`, every object as
 //! `Applied`, `Listed`), then `Synced`, then every change as it is published. A watcher that
 //! falls too far behind is disconnected; it reconnects and lists again, as a Kubernetes client
-//! does when its watch expires.
+//! does when its watch expires. Every event is serialized once, when it is published, however
+//! many watchers there are.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -25,8 +26,33 @@ pub struct WatchHub {
 }
 
 struct Hub {
-    objects: BTreeMap<(Kind, ObjectKey), Arc<Event>>,
-    changes: broadcast::Sender<Arc<Event>>,
+    objects: BTreeMap<(Kind, ObjectKey), Arc<Line>>,
+    changes: broadcast::Sender<Arc<Line>>,
+}
+
+/// An event as it goes over the socket: one JSON line.
+struct Line {
+    /// The kind of object it is about (none for the list markers).
+    kind: Option<Kind>,
+    bytes: Vec<u8>,
+}
+
+impl Line {
+    fn of(event: &Event) -> Arc<Line> {
+        let kind = match event {
+            Event::Applied(object) => Some(object.kind()),
+            Event::Deleted(kind, _) => Some(*kind),
+            _ => None,
+        };
+        let mut bytes = serde_json::to_vec(event).expect("events serialize");
+        bytes.push(b'\n');
+        Arc::new(Line { kind, bytes })
+    }
+
+    /// Whether a watcher of `kinds` wants it.
+    fn concerns(&self, kinds: &[Kind]) -> bool {
+        self.kind.is_some_and(|kind| kinds.contains(&kind))
+    }
 }
 
 impl WatchHub {
@@ -44,35 +70,35 @@ impl WatchHub {
     pub fn publish(&self, events: Vec<Event>) {
         let mut hub = self.inner.lock().expect("hub lock");
         for event in events {
-            let event = Arc::new(event);
-            match &*event {
+            let line = Line::of(&event);
+            match event {
                 Event::Applied(object) => {
-                    hub.objects.insert((object.kind(), object.key()), event.clone());
+                    hub.objects.insert((object.kind(), object.key()), line.clone());
                 }
                 Event::Deleted(kind, key) => {
-                    hub.objects.remove(&(*kind, key.clone()));
+                    hub.objects.remove(&(kind, key));
                 }
                 _ => {}
             }
-            let _ = hub.changes.send(event);
+            let _ = hub.changes.send(line);
         }
     }
 
     /// The initial list of `kinds` and the changes after it, consistently.
-    fn subscribe(&self, kinds: &[Kind]) -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>) {
+    fn subscribe(&self, kinds: &[Kind]) -> (Vec<Arc<Line>>, broadcast::Receiver<Arc<Line>>) {
         let hub = self.inner.lock().expect("hub lock");
         let mut initial = Vec::new();
         for kind in kinds {
-            initial.push(Arc::new(Event::Relisting(*kind)));
+            initial.push(Line::of(&Event::Relisting(*kind)));
             initial.extend(
                 hub.objects
                     .range((*kind, ObjectKey::cluster(""))..)
                     .take_while(|((found, _), _)| found == kind)
-                    .map(|(_, event)| event.clone()),
+                    .map(|(_, line)| line.clone()),
             );
-            initial.push(Arc::new(Event::Listed(*kind)));
+            initial.push(Line::of(&Event::Listed(*kind)));
         }
-        initial.push(Arc::new(Event::Synced));
+        initial.push(Line::of(&Event::Synced));
         (initial, hub.changes.subscribe())
     }
 }
@@ -119,8 +145,8 @@ pub async fn respond(writer: &mut OwnedWriteHalf, response: &Response) {
 async fn watch(hub: &WatchHub, kinds: &[Kind], writer: OwnedWriteHalf) {
     let mut writer = tokio::io::BufWriter::new(writer);
     let (initial, mut changes) = hub.subscribe(kinds);
-    for event in initial {
-        if write_event(&mut writer, &event).await.is_err() {
+    for line in initial {
+        if writer.write_all(&line.bytes).await.is_err() {
             return;
         }
     }
@@ -128,37 +154,19 @@ async fn watch(hub: &WatchHub, kinds: &[Kind], writer: OwnedWriteHalf) {
         if writer.flush().await.is_err() {
             return;
         }
-        let event = match changes.recv().await {
-            Ok(event) => event,
+        let line = match changes.recv().await {
+            Ok(line) => line,
             // Too far behind (or the lab is going away): the watcher lists again.
             Err(_) => return,
         };
-        if concerns(&event, kinds) && write_event(&mut writer, &event).await.is_err() {
+        if line.concerns(kinds) && writer.write_all(&line.bytes).await.is_err() {
             return;
         }
         // Send what else is already there in the same write.
-        while let Ok(event) = changes.try_recv() {
-            if concerns(&event, kinds) && write_event(&mut writer, &event).await.is_err() {
+        while let Ok(line) = changes.try_recv() {
+            if line.concerns(kinds) && writer.write_all(&line.bytes).await.is_err() {
                 return;
             }
         }
     }
-}
-
-/// Whether a watcher of `kinds` wants `event`.
-fn concerns(event: &Event, kinds: &[Kind]) -> bool {
-    match event {
-        Event::Applied(object) => kinds.contains(&object.kind()),
-        Event::Deleted(kind, _) => kinds.contains(kind),
-        _ => false,
-    }
-}
-
-async fn write_event(
-    writer: &mut tokio::io::BufWriter<OwnedWriteHalf>,
-    event: &Event,
-) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(event).expect("events serialize");
-    line.push(b'\n');
-    writer.write_all(&line).await
 }

@@ -31,6 +31,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use podnet_model::Backend;
+
+use crate::controlplane::nodes;
+use crate::topology::EXTERNAL_ADDRESS;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -45,7 +48,7 @@ const RESERVED_NODE_NAMES: [&str; 2] = ["fabric", "external"];
 /// The longest lab name (it prefixes every namespace name of the lab).
 pub const MAX_LAB_NAME: usize = 32;
 /// The most nodes a lab may have.
-const MAX_NODES: usize = 64;
+pub const MAX_NODES: usize = 64;
 
 /// A parsed and validated lab file.
 #[derive(Debug, Clone)]
@@ -359,8 +362,12 @@ pub fn parse(text: &str) -> Result<LabFile, SpecError> {
         let fail = |message: String| error(object.clone(), message);
         if scoped {
             check_name(&namespace, 63).map_err(|message| fail(format!("metadata.namespace: {message}")))?;
-            check_name(&name, if kind == "Service" { 63 } else { 253 })
-                .map_err(|message| fail(format!("metadata.name: {message}")))?;
+            let checked = if kind == "Service" {
+                validate::check_dns1035_label(&name)
+            } else {
+                check_name(&name, 253)
+            };
+            checked.map_err(|message| fail(format!("metadata.name: {message}")))?;
         }
         match kind.as_str() {
             "Lab" => {
@@ -552,6 +559,27 @@ fn lab_spec(header: LabDocument) -> Result<LabSpec, String> {
             header.spec.load_balancer_pool
         )
     })?;
+    let taken = [("spec.podCIDR", pod_cidr), ("spec.serviceCIDR", service_cidr)];
+    for (field, network) in taken {
+        if load_balancer_pool
+            .addresses()
+            .any(|address| network.contains(&address))
+        {
+            return Err(format!(
+                "spec.loadBalancerPool: {load_balancer_pool} overlaps {field} {network}"
+            ));
+        }
+    }
+    if let Some(address) = load_balancer_pool
+        .addresses()
+        .find(|address| !nodes::pool_may_hold(*address))
+    {
+        return Err(format!(
+            "spec.loadBalancerPool: {load_balancer_pool} holds {address}, which the underlay {} keeps for its network and broadcast addresses, the nodes ({}) and the external gateway ({EXTERNAL_ADDRESS})",
+            nodes::NODE_NETWORK,
+            nodes::node_addresses()
+        ));
+    }
     Ok(LabSpec {
         name,
         nodes,
@@ -706,6 +734,18 @@ mod tests {
             (format!("{HEADER}spec:\n  colour: blue\n"), "unknown field"),
             (format!("{HEADER}spec:\n  backend: ipip\n"), "not a backend"),
             (
+                format!("{HEADER}spec:\n  loadBalancerPool: 10.96.0.0/28\n"),
+                "spec.loadBalancerPool: 10.96.0.0-10.96.0.15 overlaps spec.serviceCIDR",
+            ),
+            (
+                format!("{HEADER}spec:\n  loadBalancerPool: 192.168.10.240-192.168.10.255\n"),
+                "holds 192.168.10.254",
+            ),
+            (
+                format!("{HEADER}spec:\n  loadBalancerPool: 192.168.10.70-192.168.10.80\n"),
+                "holds 192.168.10.70",
+            ),
+            (
                 format!(
                     "{HEADER}---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: s\n"
                 ),
@@ -830,11 +870,31 @@ mod tests {
                 ),
                 "kubernetes.io/service-name ties the slice",
             ),
+            (
+                service(
+                    "  type: NodePort\n  ports:\n  - {name: a, port: 80, nodePort: 30080}\n  - {name: b, port: 81, nodePort: 30080}\n",
+                ),
+                "spec.ports[1].nodePort: Duplicate value: 30080/TCP",
+            ),
+            (
+                service(
+                    "  type: LoadBalancer\n  externalTrafficPolicy: Local\n  healthCheckNodePort: 30080\n  ports:\n  - {port: 80, nodePort: 30080}\n",
+                ),
+                "spec.healthCheckNodePort: Invalid value: 30080: provided port is already allocated",
+            ),
+            (
+                service("  clusterIP: 10.96.255.255\n  ports:\n  - {port: 80}\n"),
+                "provided IP is reserved",
+            ),
+            (
+                service("  ports:\n  - {port: 80}\n").replace("name: web", "name: 1web"),
+                "a DNS-1035 label must start with a lower-case letter",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse(&text).expect_err(&text).to_string();
             assert!(err.contains(expected), "{text}\n=> {err}");
-            if !text.contains("EndpointSlice") {
+            if !text.contains("EndpointSlice") && !text.contains("1web") {
                 assert!(err.contains("Service default/web"), "{err}");
             }
         }

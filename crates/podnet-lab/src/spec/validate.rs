@@ -144,6 +144,7 @@ pub(super) fn service(service: &Service) -> Result<(), String> {
     }
     let mut names = BTreeSet::new();
     let mut pairs = BTreeSet::new();
+    let mut node_ports = BTreeSet::new();
     for (index, port) in ports.iter().enumerate() {
         let field = format!("spec.ports[{index}]");
         service_port(port, &field, ports.len() > 1)?;
@@ -159,6 +160,13 @@ pub(super) fn service(service: &Service) -> Result<(), String> {
         if port.node_port.is_some() && !exposed {
             return Err(format!(
                 "{field}.nodePort: Forbidden: may not be used when `type` is '{kind}'"
+            ));
+        }
+        if let Some(node_port) = port.node_port
+            && !node_ports.insert((node_port, protocol.clone()))
+        {
+            return Err(format!(
+                "{field}.nodePort: Duplicate value: {node_port}/{protocol}"
             ));
         }
     }
@@ -212,6 +220,13 @@ pub(super) fn service(service: &Service) -> Result<(), String> {
         && !(kind == "LoadBalancer" && spec.external_traffic_policy.as_deref() == Some("Local"))
     {
         return Err("spec.healthCheckNodePort: Forbidden: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'".into());
+    }
+    if let Some(port) = spec.health_check_node_port
+        && node_ports.iter().any(|(node_port, _)| *node_port == port)
+    {
+        return Err(format!(
+            "spec.healthCheckNodePort: Invalid value: {port}: provided port is already allocated to spec.ports[].nodePort"
+        ));
     }
     for (index, address) in spec.external_ips.iter().flatten().enumerate() {
         if address.parse::<Ipv4Addr>().is_err() {
@@ -333,9 +348,12 @@ pub(super) fn service_ranges(file: &LabFile) -> Result<(), (String, String)> {
                     spec.service_cidr
                 )));
             }
-            if address == spec.service_cidr.network() || address == next(spec.service_cidr.network()) {
+            if address == spec.service_cidr.network()
+                || address == next(spec.service_cidr.network())
+                || address == spec.service_cidr.broadcast()
+            {
                 return Err(fail(format!(
-                    "spec.clusterIP: Invalid value: \"{address}\": provided IP is reserved (the network address and the first address of {} are the cluster's)",
+                    "spec.clusterIP: Invalid value: \"{address}\": provided IP is reserved (the network address, the first address and the broadcast address of {} are not for services)",
                     spec.service_cidr
                 )));
             }
@@ -454,5 +472,17 @@ pub(crate) fn check_name(name: &str, max: usize) -> Result<(), String> {
     Err(format!(
         "{name:?} is not a valid name: use at most {max} lower-case letters, digits and '-'{}, starting and ending with a letter or digit",
         if max > 63 { " or '.'" } else { "" }
+    ))
+}
+
+/// The rule for Service names (RFC 1035 labels, as the API server checks them): at most 63
+/// lower-case letters, digits and '-', starting with a letter and ending with a letter or digit.
+pub(crate) fn check_dns1035_label(name: &str) -> Result<(), String> {
+    check_name(name, 63)?;
+    if name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Ok(());
+    }
+    Err(format!(
+        "{name:?} is not a valid name: a DNS-1035 label must start with a lower-case letter"
     ))
 }
