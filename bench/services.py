@@ -7,9 +7,12 @@ Driven by bench/services.sh (which builds podnet and installs what is needed). F
 2. Cold sync: `podnet agent --controllers proxy` is started in the node's namespace; the time
    until the last service answers a TCP connect; the agent's CPU time and RSS then, and the
    largest `nft` process seen meanwhile.
-3. One endpoint change: the last service's slice is changed to C alone (`lab apply`); the time
-   from `lab apply` returning until the service answers from C, and the agent's own sync time
-   for it (its log).
+3. Endpoint changes of the last service's slice (`lab apply`), CHANGES of each kind, medians:
+   "resize" (A,B to C alone and back: the endpoint count changes, so does the service's
+   verdict) and "replace" (A,B to A,C and back: same count, only endpoint elements change).
+   Measured from the moment the lab's control plane published the change (its log, as an API
+   server's watch would carry it) until the service answers from the new endpoint; and the
+   agent's own sync time for it (its log).
 4. Connect latency (SYN to SYN-ACK, from the node): to the first service, to the last, and
    straight to pod A, interleaved.
 5. The peer: the agent stopped and its table removed, the same services as kube-proxy's
@@ -38,6 +41,11 @@ PODS = {"a": "10.244.0.2", "b": "10.244.0.3", "c": "10.244.0.4"}
 CLIENT_NS = f"{LAB}_default_client"
 SERVICE_BASE = 10 << 24 | 96 << 16 | 1 << 8  # 10.96.1.0: services from 10.96.1.0 on
 LATENCY_SAMPLES = 1500
+# Endpoint changes of each kind: (new endpoints of the last service, the pod that shows it).
+CHANGES = {
+    "resize": [(["c"], "c"), (["a", "b"], "a")] * 3,
+    "replace": [(["a", "c"], "c"), (["a", "b"], "b")] * 3,
+}
 
 
 def service_ip(index):
@@ -237,24 +245,27 @@ def run_size(podnet, count, work, peer):
     rss, hwm, cpu = process_figures(agent_pid)
     figures.update(agent_rss_mb=rss, agent_peak_rss_mb=hwm, agent_cpu_s=cpu, nft_peak_rss_mb=peak_nft)
 
-    # One endpoint change.
-    with open(path, "w") as file:
-        file.write(lab_file(count, ["c"]))
-    # The probe runs before the change, so that its own start is not measured.
-    probe = subprocess.Popen(["ip", "netns", "exec", NODE_NS, "python3", "-c", PROBE, last, "c", "120"],
-                             stdout=subprocess.PIPE, text=True)
-    time.sleep(0.5)
-    subprocess.run([podnet, "lab", "apply", path], check=True, capture_output=True)
-    output, _ = probe.communicate()
-    live = float(output) if probe.returncode == 0 else None
-    # From the moment the lab's control plane published the change (its log), as an API
-    # server's watch would carry it.
-    published = published_at()
-    figures["change_live_ms"] = (live - published) * 1000 if live and published else None
-    time.sleep(0.5)
-    with open(os.path.join(work, f"agent-{count}.log")) as file:
-        syncs = [line for line in file if "services planned" in line]
-    figures["change_agent_sync"] = syncs[-1].split("proxy: ")[-1].strip() if syncs else None
+    # Endpoint changes.
+    for kind, changes in CHANGES.items():
+        live_ms, sync_ms = [], []
+        for endpoints, shows in changes:
+            with open(path, "w") as file:
+                file.write(lab_file(count, endpoints))
+            # The probe runs before the change, so that its own start is not measured.
+            probe = subprocess.Popen(["ip", "netns", "exec", NODE_NS, "python3", "-c", PROBE, last, shows, "120"],
+                                     stdout=subprocess.PIPE, text=True)
+            time.sleep(0.5)
+            subprocess.run([podnet, "lab", "apply", path], check=True, capture_output=True)
+            output, _ = probe.communicate()
+            published = published_at()
+            if probe.returncode == 0 and published:
+                live_ms.append((float(output) - published) * 1000)
+            time.sleep(0.3)
+            with open(os.path.join(work, f"agent-{count}.log")) as file:
+                syncs = [line for line in file if "services planned" in line]
+            sync_ms.append(float(syncs[-1].rsplit(" in ", 1)[1].split()[0]))
+        figures[f"{kind}_live_ms"] = statistics.median(live_ms) if len(live_ms) == len(changes) else None
+        figures[f"{kind}_agent_sync_ms"] = statistics.median(sync_ms)
 
     # Connect latency.
     figures["latency_us"] = latencies([first, last, PODS["a"]])
@@ -287,23 +298,25 @@ def main():
         results.append(figures)
         print(json.dumps(figures), flush=True)
     print()
-    print(f"{'services':>9} {'cold sync':>10} {'change live':>12} {'agent RSS':>10} {'agent CPU':>10} {'nft peak':>9}"
-          f" | {'peer load':>10} {'peer full':>10} {'peer min':>9}")
+    print(f"{'services':>9} {'cold sync':>10} {'resize live':>12} {'replace live':>13} {'agent RSS':>10}"
+          f" {'agent CPU':>10} {'nft peak':>9} | {'peer load':>10} {'peer full':>10} {'peer min':>9}")
     for f in results:
         peer = (f"{f.get('peer_load_s', float('nan')):9.2f}s {f.get('peer_full_resync_s', float('nan')):9.2f}s "
                 f"{f.get('peer_minimal_change_s', float('nan')) * 1000:7.1f}ms")
-        change = f.get("change_live_ms")
-        print(f"{f['services']:>9} {f['cold_sync_s']:9.2f}s {change if change is None else round(change, 1):>10}ms "
-              f"{f['agent_rss_mb']:>8}MB {f['agent_cpu_s']:>9.2f}s {f['nft_peak_rss_mb']:>7}MB | {peer}")
+        def ms(value):
+            return "failed" if value is None else f"{value:.1f}ms"
+        print(f"{f['services']:>9} {f['cold_sync_s']:9.2f}s {ms(f['resize_live_ms']):>12} "
+              f"{ms(f['replace_live_ms']):>13} {f['agent_rss_mb']:>8}MB {f['agent_cpu_s']:>9.2f}s "
+              f"{f['nft_peak_rss_mb']:>7}MB | {peer}")
     print("\nconnect latency from a pod, p50/p99 in microseconds (first service, last service, pod direct):")
     for f in results:
         def row(latency):
             return "  ".join(f"{p50:6.1f}/{p99:6.1f}" for p50, p99 in latency.values())
         print(f"{f['services']:>9}  podnet {row(f['latency_us'])}"
               + (f"   iptables {row(f['peer_latency_us'])}" if "peer_latency_us" in f else ""))
-    print("\nagent's own sync of the change:")
+    print("\nagent's own sync of one change, median (resize, replace):")
     for f in results:
-        print(f"{f['services']:>9}  {f['change_agent_sync']}")
+        print(f"{f['services']:>9}  {f['resize_agent_sync_ms']:.1f}ms  {f['replace_agent_sync_ms']:.1f}ms")
 
 
 if __name__ == "__main__":
