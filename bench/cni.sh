@@ -3,10 +3,14 @@
 # containernetworking-plugins, same configuration, same machine, interleaved rounds.
 #
 # Per implementation and ipMasq setting: 100 sequential ADDs, 100 sequential DELs (medians and
-# p90 of the per-call wall time), and the wall time of 50 ADDs started at once.
+# p90 of the per-call wall time), and the wall time of 50 ADDs started at once. Then where
+# podnet's ADD spends its time, phase by phase (the plugin reports them with PODNET_CNI_PHASES
+# set; "start and exit" is the rest of the wall time), beside the floor: the same kernel
+# operations issued by one already-running process (crates/podnet-cni/benches/add_floor.rs).
 # Everything runs inside network namespaces this script creates and removes.
 #
 #   bench/cni.sh [ROUNDS]      (default 3; the medians are over all rounds)
+#   CPU_HOG=1 bench/cni.sh     the same with a busy loop on every core meanwhile (a loaded node)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ROUNDS=${1:-3}
@@ -16,13 +20,20 @@ WORK=$(mktemp -d /tmp/podnet-bench-cni.XXXXXX)
 PODNET_BIN=$WORK/podnet-bin
 REFERENCE_BIN=/usr/lib/cni
 "$PODNET" cni install --dir "$PODNET_BIN" >/dev/null
+FLOOR=$(cargo bench -p podnet-cni --bench add_floor --no-run 2>&1 | grep -o 'target/release/deps/add_floor-[0-9a-f]*' | head -1)
 NODE=pnbench-node
 
+HOGS=()
 cleanup() {
+  for hog in "${HOGS[@]}"; do kill "$hog" 2>/dev/null || true; done
   for ns in $(ip netns list | awk '/^pnbench-/ {print $1}'); do ip netns delete "$ns"; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+if [ "${CPU_HOG:-0}" = 1 ]; then
+  for _ in $(seq "$(nproc)"); do (while :; do :; done) & HOGS+=($!); done
+  echo "with a busy loop on each of $(nproc) cores" >&2
+fi
 
 # One measurement: IMPL (podnet|reference), MASQ (true|false). Prints
 # "impl masq add_p50 add_p90 del_p50 del_p90 parallel_ms" with times in milliseconds.
@@ -35,6 +46,7 @@ measure() {
   for i in $(seq 1 $((SEQUENTIAL + PARALLEL))); do ip netns add pnbench-c$i; done
   local data=$WORK/data-$impl-$masq
   rm -rf "$data"
+  sync  # the previous measurement's files are on disk, not written back during this one
   local conf="{\"cniVersion\":\"1.0.0\",\"name\":\"benchnet\",\"type\":\"bridge\",\"bridge\":\"cnibench0\",\"isGateway\":true,\"ipMasq\":$masq,\"stateDir\":\"$data/state\",\"ipam\":{\"type\":\"host-local\",\"subnet\":\"10.99.0.0/16\",\"dataDir\":\"$data/ipam\"}}"
   ip netns exec $NODE env BIN="$bin" CONF="$conf" SEQ=$SEQUENTIAL PAR=$PARALLEL bash -c '
     call() { # COMMAND INDEX
@@ -49,7 +61,7 @@ measure() {
     }
     # podnet destroys veth pairs in background processes after DEL: let them finish before
     # the next phase, so that neither implementation pays for the other'"'"'s work.
-    settle() { while pgrep -f "podnet cni rea[p]" >/dev/null; do sleep 0.05; done; }
+    settle() { while pgrep -f "^podnet-cni-rea[p] " >/dev/null; do sleep 0.05; done; }
     time_calls ADD > /tmp/pnbench-add
     time_calls DEL > /tmp/pnbench-del
     settle
@@ -92,3 +104,40 @@ for masq in false true; do
     "$(echo "$(field reference $masq 5) / $(field podnet $masq 5)" | bc -l)" "" \
     "$(echo "$(field reference $masq 7) / $(field podnet $masq 7)" | bc -l)"
 done
+
+# Where podnet's ADD goes, against the floor: ipMasq off, SEQUENTIAL ADDs with the phase report.
+sync
+ip netns list | awk '/^pnbench-/ {print $1}' | xargs -r -n1 ip netns delete
+ip netns add $NODE
+ip netns exec $NODE ip link set lo up
+for i in $(seq 1 $SEQUENTIAL); do ip netns add pnbench-c$i; done
+conf="{\"cniVersion\":\"1.0.0\",\"name\":\"benchnet\",\"type\":\"bridge\",\"bridge\":\"cnibench0\",\"isGateway\":true,\"ipMasq\":false,\"stateDir\":\"$WORK/phases/state\",\"ipam\":{\"type\":\"host-local\",\"subnet\":\"10.99.0.0/16\",\"dataDir\":\"$WORK/phases/ipam\"}}"
+ip netns exec $NODE env BIN="$PODNET_BIN" CONF="$conf" SEQ=$SEQUENTIAL OUT="$WORK/phases.txt" bash -c '
+  for i in $(seq 1 $SEQ); do
+    start=$EPOCHREALTIME
+    CNI_COMMAND=ADD CNI_CONTAINERID=bench$i CNI_NETNS=/run/netns/pnbench-c$i CNI_IFNAME=eth0 \
+      CNI_PATH=$BIN PODNET_CNI_PHASES=1 "$BIN/bridge" <<<"$CONF" >/dev/null 2>"$OUT.call"
+    end=$EPOCHREALTIME
+    echo "$(( (${end/./} - ${start/./}) )) $(<"$OUT.call")" >> "$OUT"
+  done
+'
+ip netns exec $NODE "$FLOOR" $SEQUENTIAL > "$WORK/floor.json"
+python3 - "$WORK/phases.txt" "$WORK/floor.json" <<'PY'
+import json, statistics, sys
+calls = []
+for line in open(sys.argv[1]):
+    total, phases = line.split(" ", 1)
+    phases = json.loads(phases)
+    phases["start and exit"] = int(total) - sum(phases.values())
+    phases["total"] = int(total)
+    calls.append(phases)
+floor = json.load(open(sys.argv[2]))
+names = ["start and exit", "decode", "netns", "ipam", "record", "veth", "bridge", "container", "masquerade", "answer", "total"]
+print(f"\npodnet ADD by phase, median of {len(calls)} calls (us), beside the floor (one running process, kernel work only)")
+print(f"{'phase':<16} {'podnet':>8} {'floor':>8}")
+for name in names:
+    ours = statistics.median(call.get(name, 0) for call in calls)
+    print(f"{name:<16} {ours:>8.0f} {floor.get(name, ''):>8}")
+total = statistics.median(call["total"] for call in calls)
+print(f"ADD / floor: {total / floor['total']:.1f}x")
+PY

@@ -9,15 +9,20 @@
 pub mod delegate;
 pub mod firewall;
 pub mod ipam;
+pub mod phases;
 pub mod plugins;
 pub mod runtime;
 pub mod skel;
 pub mod spec;
 pub mod state;
 
+pub mod install;
+
+pub use install::{InstallError, install};
 pub use skel::{Call, Plugin};
 
 use std::path::Path;
+use std::process::ExitCode;
 
 use ipam::host_local::HostLocal;
 use plugins::{bridge::Bridge, loopback::Loopback, portmap::Portmap};
@@ -38,48 +43,17 @@ pub fn plugin(name: &str) -> Option<&'static dyn Plugin> {
         .map(|(_, plugin)| *plugin)
 }
 
-/// Why the plugins could not be installed.
-#[derive(Debug, thiserror::Error)]
-pub enum InstallError {
-    /// A file of a plugin's name exists and is not a link to `executable`.
-    #[error("{0} exists and is not podnet's; rerun with --force to replace it")]
-    Occupied(std::path::PathBuf),
-    /// The file system refused.
-    #[error("{path}: {source}")]
-    Io {
-        /// The path that failed.
-        path: std::path::PathBuf,
-        /// The failure.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Makes every plugin available in the CNI bin directory `dir`, as a symlink named after its
-/// type to the running executable (the podnet binary, which answers as the plugin its name
-/// says). Idempotent; replaces other files of the same names only when `force` is set.
-pub fn install(dir: &Path, force: bool) -> Result<(), InstallError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| InstallError::Io { path, source }
-    };
-    let executable = std::env::current_exe()
-        .and_then(|path| path.canonicalize())
-        .map_err(io(Path::new("/proc/self/exe")))?;
-    let executable = executable.as_path();
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    for (name, _) in PLUGINS {
-        let link = dir.join(name);
-        if std::fs::read_link(&link).is_ok_and(|target| target == executable) {
-            continue;
-        }
-        if link.symlink_metadata().is_ok() {
-            if !force {
-                return Err(InstallError::Occupied(link));
-            }
-            std::fs::remove_file(&link).map_err(io(&link))?;
-        }
-        std::os::unix::fs::symlink(executable, &link).map_err(io(&link))?;
+/// What the name this process was started under asks for: the plugin of that type, or the
+/// background reaper bridge's DEL starts (see [`plugins::bridge`]). `None` for any other name.
+///
+/// Runtimes execute plugins by their type name (through the links [`install`] makes), so both
+/// the `podnet` binary and the small `podnet-cni` one start here before anything else.
+pub fn run_as_invoked() -> Option<ExitCode> {
+    let mut args = std::env::args_os();
+    let argv0 = args.next()?;
+    let name = Path::new(&argv0).file_name()?.to_str()?;
+    if name == plugins::bridge::REAPER {
+        return Some(plugins::bridge::reaper_main(args));
     }
-    Ok(())
+    plugin(name).map(skel::main)
 }

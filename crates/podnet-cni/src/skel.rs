@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::phases;
 use crate::spec::{
     CniError, CniResult, Command, Environment, ErrorCode, SUPPORTED, Version, decode, version_of,
 };
@@ -82,6 +83,7 @@ pub struct Answer {
 
 /// Runs `plugin` as a CNI executable: environment from the process, config from stdin.
 pub fn main(plugin: &dyn Plugin) -> ExitCode {
+    phases::start();
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
     let answer = match read {
@@ -94,6 +96,8 @@ pub fn main(plugin: &dyn Plugin) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(answer.stdout.as_bytes());
     let _ = stdout.flush();
+    phases::end("answer");
+    phases::report();
     if answer.success {
         ExitCode::SUCCESS
     } else {

@@ -28,7 +28,7 @@ pub mod spec;
 pub mod topology;
 pub mod workload;
 
-/// Links podnet's CNI plugins into the lab's CNI bin directory.
+/// Installs podnet's CNI plugins into the lab's CNI bin directory.
 pub fn install_cni_plugins(paths: &paths::LabPaths) -> Result<(), podnet_cni::InstallError> {
-    podnet_cni::install(&paths.cni_bin(), true)
+    podnet_cni::install(&paths.cni_bin(), true).map(drop)
 }

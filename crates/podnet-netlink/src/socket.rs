@@ -49,7 +49,7 @@ impl Netlink {
 
     /// Connects to the namespace `netns`, without changing the calling thread's namespace.
     pub fn connect_in(netns: &Netns) -> Result<Self> {
-        netns.run(Self::connect)?
+        netns.socket_in(Self::connect)?
     }
 
     /// Sends a request that changes state and waits for its acknowledgement.

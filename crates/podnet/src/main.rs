@@ -1,8 +1,8 @@
 //! `podnet`: the one binary of the podnet cluster network.
 //!
-//! Invoked under the name of a CNI plugin (`bridge`, `host-local`, `loopback`, `portmap`, as
-//! a container runtime does through the symlinks `podnet cni install` creates), it behaves as
-//! that plugin; otherwise it is a command-line tool with subcommands.
+//! Invoked under the name of a CNI plugin (`bridge`, `host-local`, `loopback`, `portmap`), it
+//! behaves as that plugin; otherwise it is a command-line tool with subcommands. The plugins
+//! also come alone, as the small `podnet-cni` executable `podnet cni install` puts in place.
 
 mod agent;
 mod cni;
@@ -47,12 +47,8 @@ enum Command {
 fn main() -> ExitCode {
     // A runtime executes the plugin by its CNI name: answer as that plugin, with no CLI parsing
     // and nothing printed but the CNI answer.
-    if let Some(plugin) = std::env::args_os()
-        .next()
-        .as_deref()
-        .and_then(cni::plugin_for_argv0)
-    {
-        return podnet_cni::skel::main(plugin);
+    if let Some(code) = podnet_cni::run_as_invoked() {
+        return code;
     }
     let cli = Cli::parse();
     let outcome = match cli.command {

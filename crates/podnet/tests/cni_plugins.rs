@@ -4,6 +4,8 @@
 mod support;
 
 use std::collections::HashSet;
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::{Value, json};
 use support::*;
@@ -108,6 +110,71 @@ fn ip_of(result: &Value, index: usize) -> String {
         .next()
         .unwrap()
         .to_owned()
+}
+
+#[test]
+fn install_copies_one_executable_links_the_plugins_to_it_and_respects_other_files() {
+    let dir = TestDir::new("install");
+    let install = |force: bool| {
+        let mut command = Command::new(podnet());
+        command.args(["cni", "install", "--dir"]).arg(&dir.path);
+        if force {
+            command.arg("--force");
+        }
+        command.output().unwrap()
+    };
+    assert!(install(false).status.success());
+    // A copy of its own (the directory works where podnet's files are not, as on a host
+    // a DaemonSet installs onto), and relative links to it.
+    let executable = dir.join("podnet-cni");
+    let meta = std::fs::symlink_metadata(&executable).unwrap();
+    assert!(meta.file_type().is_file(), "a copy, not a link");
+    let beside = podnet().with_file_name("podnet-cni");
+    let source = if beside.exists() {
+        beside
+    } else {
+        podnet().to_owned()
+    };
+    assert_eq!(
+        std::fs::read(&executable).unwrap(),
+        std::fs::read(source).unwrap()
+    );
+    for name in ["bridge", "host-local", "loopback", "portmap"] {
+        assert_eq!(
+            std::fs::read_link(dir.join(name)).unwrap(),
+            Path::new("podnet-cni")
+        );
+    }
+    let version = Command::new(dir.join("bridge"))
+        .env("CNI_COMMAND", "VERSION")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).contains("supportedVersions"));
+    assert!(install(false).status.success(), "twice is fine");
+
+    // Another plugin of the same name is left alone unless forced; an old podnet link is not.
+    std::fs::remove_file(dir.join("portmap")).unwrap();
+    std::fs::write(dir.join("portmap"), "#!/bin/sh\n").unwrap();
+    std::fs::remove_file(dir.join("loopback")).unwrap();
+    std::os::unix::fs::symlink("/usr/local/bin/podnet", dir.join("loopback")).unwrap();
+    let refused = install(false);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("portmap exists and is not podnet's"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(
+        std::fs::symlink_metadata(dir.join("portmap")).unwrap().is_file(),
+        "nothing changed"
+    );
+    assert!(install(true).status.success());
+    for name in ["loopback", "portmap"] {
+        assert_eq!(
+            std::fs::read_link(dir.join(name)).unwrap(),
+            Path::new("podnet-cni")
+        );
+    }
 }
 
 #[test]

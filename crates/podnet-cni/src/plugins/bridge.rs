@@ -21,6 +21,7 @@ use super::loopback::open_netns;
 use super::{random_mac, random_suffix};
 use crate::delegate;
 use crate::firewall::{self, Verb};
+use crate::phases;
 use crate::skel::{Call, Plugin};
 use crate::spec::{CniError, CniResult, Command, ErrorCode, Interface, IpConfig, NetConf, RouteConfig};
 use crate::state::{Claims, PluginState, RecordLock, Records};
@@ -158,6 +159,7 @@ struct Undo {
 
 impl Plugin for Bridge {
     fn add(&self, call: &Call) -> Result<CniResult, CniError> {
+        phases::end("decode");
         let conf = Conf::parse(call)?;
         let container_ns = open_netns(call)?;
         let mut container = Netlink::connect_in(&container_ns)?;
@@ -169,6 +171,7 @@ impl Plugin for Bridge {
             );
         }
         let mut host = Netlink::connect()?;
+        phases::end("netns");
         let mut undo = Undo::default();
         match attach(call, &conf, &container_ns, &mut container, &mut host, &mut undo) {
             Ok(result) => Ok(result),
@@ -349,6 +352,7 @@ fn attach(
         }
         None => CniResult::default(),
     };
+    phases::end("ipam");
     if result.ips.is_empty() && (keys.is_gateway || keys.ip_masq) {
         return Err(CniError::invalid_config(
             "isGateway and ipMasq need addresses, but IPAM gave none",
@@ -387,6 +391,8 @@ fn attach(
         undo.masquerading = Some(firewall::start(elements)?);
     }
 
+    phases::end("record");
+
     // 4. The veth pair, created inside the container with its peer directly on the host. A
     //    random host name may collide with an existing link: pick another one.
     let host_ns = Netns::current()?;
@@ -415,6 +421,7 @@ fn attach(
     let host_veth = record.host_veth;
     let container_link = container.require_link(ifname)?;
     undo.container_link = Some(container_link.index);
+    phases::end("veth");
 
     // 5. The bridge, its gateway addresses and the host end of the pair, under the record lock
     //    so that a concurrent failed ADD cannot delete a bridge this one is plugging into.
@@ -435,6 +442,7 @@ fn attach(
     if conf.is_gateway() {
         enable_forwarding(&result.ips)?;
     }
+    phases::end("bridge");
 
     // 6. The container side: addresses, link up, routes.
     let has_ipv6 = result.ips.iter().any(|ip| ip.address.addr().is_ipv6());
@@ -453,11 +461,13 @@ fn attach(
         container.add_route(&container_route(route, &result.ips, container_link.index))?;
     }
 
+    phases::end("container");
     if let Some(masquerading) = undo.masquerading.take() {
         masquerading
             .wait()
             .inspect_err(|_| undo.masquerading_failed = true)?;
     }
+    phases::end("masquerade");
 
     // 7. The result: bridge, host veth, container interface; every address on the latter.
     for ip in &mut result.ips {
@@ -729,23 +739,26 @@ fn detach_container_link(call: &Call) -> Result<(), CniError> {
     }
 }
 
+/// The name the reaper runs under (argv[0]): the executable recognises it before anything else.
+pub const REAPER: &str = "podnet-cni-reap";
+
 /// Destroys the veth pair in a background process. The kernel makes whoever deletes a veth
 /// wait for RCU grace periods (16-28 ms measured here); the detached attachment needs nobody
-/// to wait for that. The reaper is this executable (`podnet cni reap`), with no stdio, so the
-/// runtime waiting for the plugin's output is not kept waiting for it. If it cannot start, the
-/// pair is destroyed here and now.
+/// to wait for that. The reaper is this executable under the name [`REAPER`], with no stdio,
+/// so the runtime waiting for the plugin's output is not kept waiting for it. If it cannot
+/// start, the pair is destroyed here and now.
 fn start_reaper(conf: &Conf, call: &Call, host_veth: &str) {
+    use std::os::unix::process::CommandExt;
     let state_dir = conf.records.state_dir();
     let spawned = std::process::Command::new("/proc/self/exe")
-        .args(["cni", "reap", "--state-dir"])
+        .arg0(REAPER)
         .arg(state_dir)
         .args([
-            "--network",
             &conf.net.name,
-            "--container-id",
             &call.env.container_id,
+            &call.env.ifname,
+            host_veth,
         ])
-        .args(["--ifname", &call.env.ifname, "--link", host_veth])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -761,8 +774,25 @@ fn start_reaper(conf: &Conf, call: &Call, host_veth: &str) {
     }
 }
 
+/// The reaper's life: `STATE_DIR NETWORK CONTAINER_ID IFNAME HOST_VETH` as [`start_reaper`]
+/// passes them, then [`reap`].
+pub fn reaper_main(args: impl Iterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
+    let args: Vec<String> = args.filter_map(|arg| arg.into_string().ok()).collect();
+    let [state_dir, network, container_id, ifname, host_veth] = args.as_slice() else {
+        eprintln!("{REAPER}: started by bridge's DEL with STATE_DIR NETWORK CONTAINER_ID IFNAME HOST_VETH");
+        return std::process::ExitCode::FAILURE;
+    };
+    match reap(Path::new(state_dir), network, container_id, ifname, host_veth) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{REAPER}: {}", err.msg);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Destroys a detached attachment's veth pair (by its host end) and then its record, unless a
-/// new attachment has replaced the record meanwhile. Run by `podnet cni reap`.
+/// new attachment has replaced the record meanwhile. Run by the reaper process.
 pub fn reap(
     state_dir: &Path,
     network: &str,

@@ -159,6 +159,7 @@ impl Plugin for HostLocal {
         let Some(store) = Store::lock_existing(&config.data_dir, &name)? else {
             return Ok(());
         };
+        store.remove_old_temporaries()?;
         for (ip, owner) in store.reservations()? {
             let kept = valid.iter().any(|(id, ifname)| owner.is(id, ifname));
             if !kept {
