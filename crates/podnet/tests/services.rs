@@ -202,6 +202,8 @@ fn a_service_without_endpoints_refuses_at_once() {
         "empty-nodeport",
         "  type: NodePort\n  selector: {app: nothing}\n  ports:\n  - {port: 80, nodePort: 30999}\n",
     ));
+    let labelled = "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: elsewhere\n  labels: {service.kubernetes.io/service-proxy-name: foo-bar}\nspec:\n  selector: {app: web}\n  ports:\n  - {port: 80}\n";
+    file.push_str(labelled);
     let lab = Lab::up(&file);
     let empty = lab.service_ip("empty");
     let started = Instant::now();
@@ -225,6 +227,16 @@ fn a_service_without_endpoints_refuses_at_once() {
     );
     // What works still works.
     assert!(curl(&lab, "client", &format!("http://{web}")).is_ok());
+
+    // A service another proxy serves (as kube-proxy, podnet leaves it alone) until the label goes.
+    let elsewhere = format!("http://{}", lab.service_ip("elsewhere"));
+    assert!(curl(&lab, "client", &elsewhere).is_err());
+    lab.apply(&file.replace(
+        "  labels: {service.kubernetes.io/service-proxy-name: foo-bar}\n",
+        "",
+    ));
+    let served = eventually(5, || curl(&lab, "client", &elsewhere).ok());
+    assert!(served.is_some_and(|answer| answer.contains("Hostname: web")));
 }
 
 #[test]

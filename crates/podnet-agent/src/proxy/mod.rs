@@ -300,10 +300,12 @@ impl Proxy {
 
     /// Holds the load-balancer addresses this node wins, and only those.
     fn announce(&mut self) -> Result<Vec<String>, String> {
-        // Only ready nodes take addresses: a node that stopped reporting must hand them over.
-        let node_names: Vec<&str> = self
-            .nodes
-            .objects()
+        // Ready nodes take addresses first: a node that stopped reporting hands them over. When
+        // no eligible node is ready (a cluster whose kubelets are all silent), an address is
+        // still better held by a node than by none.
+        let nodes = self.nodes.objects();
+        let all: Vec<&str> = nodes.keys().map(|key| key.name.as_str()).collect();
+        let ready: Vec<&str> = nodes
             .iter()
             .filter(|(_, node)| node.ready)
             .map(|(key, _)| key.name.as_str())
@@ -314,7 +316,9 @@ impl Proxy {
             .filter_map(|key| self.programmed.get(key))
             .flat_map(|programmed| &programmed.announce)
             .filter(|(ip, eligible)| {
-                announce::winner(*ip, node_names.iter().copied(), eligible.as_ref())
+                let eligible = eligible.as_ref();
+                announce::winner(*ip, ready.iter().copied(), eligible)
+                    .or_else(|| announce::winner(*ip, all.iter().copied(), eligible))
                     == Some(self.node.as_str())
             })
             .map(|(ip, _)| IpNet::V4(Ipv4Net::from(*ip)))
@@ -366,7 +370,7 @@ impl Controller for Proxy {
             | Event::Applied(Object::Service(_))
             | Event::Deleted(Kind::Service, _) => {
                 let changes = self.services.apply(event, |object| match object {
-                    Object::Service(service) => Some(model::service_info(service)),
+                    Object::Service(service) => model::proxied(service).then(|| model::service_info(service)),
                     _ => None,
                 });
                 self.dirty

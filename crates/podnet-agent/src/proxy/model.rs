@@ -87,6 +87,23 @@ pub fn protocol_number(name: Option<&str>) -> Option<u8> {
     }
 }
 
+/// Labels that hand a service to another proxy, or declare it headless: kube-proxy leaves such
+/// services alone (it watches with `!service.kubernetes.io/service-proxy-name,
+/// !service.kubernetes.io/headless`), and so does this proxy.
+const NOT_OURS: [&str; 2] = [
+    "service.kubernetes.io/service-proxy-name",
+    "service.kubernetes.io/headless",
+];
+
+/// Whether this proxy serves `service` (see [`NOT_OURS`]).
+pub fn proxied(service: &Service) -> bool {
+    service
+        .metadata
+        .labels
+        .as_ref()
+        .is_none_or(|labels| NOT_OURS.iter().all(|label| !labels.contains_key(*label)))
+}
+
 /// The proxy's view of `service` (an ExternalName or headless service has no ClusterIP, and
 /// gets no rules).
 pub fn service_info(service: &Service) -> ServiceInfo {
@@ -341,5 +358,28 @@ mod tests {
         other.ports = vec![("metrics".into(), TCP, 9090)];
         let endpoints = port_endpoints(&http(), [other].iter(), "n1");
         assert!(endpoints.cluster.is_empty());
+    }
+
+    #[test]
+    fn services_labelled_for_another_proxy_or_headless_are_left_alone() {
+        let labelled = |labels: &[(&str, &str)]| Service {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            ..Service::default()
+        };
+        assert!(proxied(&Service::default()));
+        assert!(proxied(&labelled(&[("app", "web")])));
+        assert!(!proxied(&labelled(&[(
+            "service.kubernetes.io/service-proxy-name",
+            "foo-bar"
+        )])));
+        assert!(!proxied(&labelled(&[("service.kubernetes.io/headless", "")])));
     }
 }

@@ -19,6 +19,9 @@
 //! - Filter chains reject new connections to services without endpoints (TCP reset, ICMP
 //!   port unreachable) from the `no-endpoint-*` verdict maps, and drop them where the traffic
 //!   policy leaves no endpoint; other ports of ClusterIPs are rejected too.
+//! - Forwarded packets conntrack finds invalid (a reply outside the TCP window, say) are
+//!   dropped, as kube-proxy drops them: they would go on with their NAT not reversed, and the
+//!   client, seeing a stranger's packet, would reset its connection.
 //!
 //! Only the first packet of a connection sees the NAT chains; conntrack carries the rest, so
 //! changing any of this never disturbs established connections.
@@ -133,7 +136,9 @@ pub fn fixed_chains() -> Vec<Chain> {
             ChainType::Filter,
             Hook::Forward,
             priority::FILTER - 10,
-            check.clone(),
+            std::iter::once("ct state invalid drop".to_owned())
+                .chain(check.clone())
+                .collect(),
         ),
         Chain::base(
             "filter-output",
