@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   nftables iproute2 iputils-ping procps util-linux curl conntrack busybox-static  # lab and tests
+  dnsutils                                                                         # dig, in DNS tests
   podman runc containernetworking-plugins                                         # runtime and reference peers
   iperf3 hyperfine bc python3                                                      # benchmarks
 )

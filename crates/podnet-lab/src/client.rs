@@ -203,7 +203,7 @@ pub fn status(name: Option<&str>) -> Result<LabStatus, ClientError> {
 }
 
 /// Replaces this process with `argv` running in a pod's container: its network and UTS
-/// namespaces and its environment. Returns only on failure.
+/// namespaces, its files (resolv.conf) and its environment. Returns only on failure.
 pub fn exec(
     name: Option<&str>,
     namespace: &str,
@@ -231,6 +231,10 @@ pub fn exec(
         setns(&uts, CloneFlags::CLONE_NEWUTS).map_err(|err| ClientError::Io {
             what: "enter the pod's UTS namespace".into(),
             source: err.into(),
+        })?;
+        podnet_netlink::netns::bind_files(&target.files).map_err(|err| ClientError::Io {
+            what: "see the pod's files (its resolv.conf)".into(),
+            source: std::io::Error::other(err.to_string()),
         })?;
         let (program, args) = argv
             .split_first()

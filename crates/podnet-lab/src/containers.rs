@@ -146,6 +146,8 @@ pub struct Namespaces {
     pub netns: Arc<Netns>,
     /// The sandbox's UTS namespace.
     pub uts: Arc<UtsNs>,
+    /// The sandbox's files over the host's (`source`, `target`): its `/etc/resolv.conf`.
+    pub files: Vec<(PathBuf, PathBuf)>,
 }
 
 /// Called whenever a container's status changes.
@@ -332,7 +334,12 @@ async fn launch(
     let runtime = tokio::runtime::Handle::current();
     let (argv, env, namespaces) = (argv.to_vec(), env.to_vec(), namespaces.clone());
     tokio::task::spawn_blocking(move || {
-        podnet_netlink::netns::run_in(&namespaces.netns, Some(&namespaces.uts), move || {
+        let view = podnet_netlink::SandboxView {
+            netns: &namespaces.netns,
+            uts: Some(&namespaces.uts),
+            files: &namespaces.files,
+        };
+        podnet_netlink::netns::run_in(view, move || {
             // The child inherits this thread's namespaces; tokio must see it to reap it.
             let _context = runtime.enter();
             let (program, args) = argv.split_first().expect("validated: a program to run");

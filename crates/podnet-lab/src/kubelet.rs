@@ -36,6 +36,7 @@ pub fn start_containers(
     let namespaces = Namespaces {
         netns: sandbox.netns.clone(),
         uts: sandbox.uts.clone(),
+        files: sandbox.files.clone(),
     };
     let log_dir = paths.pod_dir(key);
     let _ = std::fs::create_dir_all(&log_dir);

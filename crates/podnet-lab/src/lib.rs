@@ -22,6 +22,7 @@ pub mod kubelet;
 pub mod paths;
 pub mod protocol;
 pub mod reaper;
+pub mod resolv;
 pub mod sandbox;
 pub mod source;
 pub mod spec;

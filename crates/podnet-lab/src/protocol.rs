@@ -143,6 +143,8 @@ pub struct ExecTarget {
     pub netns: String,
     /// The sandbox's UTS namespace pin.
     pub uts: String,
+    /// The sandbox's files over the host's (its resolv.conf), as `(source, target)`.
+    pub files: Vec<(std::path::PathBuf, std::path::PathBuf)>,
     /// The container's environment.
     pub env: Vec<(String, String)>,
 }

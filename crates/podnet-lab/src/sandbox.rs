@@ -5,7 +5,8 @@
 //! both: it exists before the first container starts and outlives container restarts. Like
 //! containerd, the lab pins the namespaces, brings `lo` up with the loopback plugin and attaches
 //! `eth0` by running the node's CNI network list through the CNI protocol. hostNetwork pods
-//! use the node's namespaces instead and get no CNI attachment.
+//! use the node's namespaces instead and get no CNI attachment. Every pod also gets its own
+//! `/etc/resolv.conf` ([`resolv`]), which its processes see bound over the host's.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -23,7 +24,8 @@ use crate::failures::Failures;
 use crate::kubelet;
 use crate::paths::LabPaths;
 use crate::reaper;
-use crate::topology::NodeRuntime;
+use crate::resolv::{self, ClusterDns};
+use crate::topology::{self, NodeRuntime};
 
 /// The interface name of a pod's network attachment.
 const POD_INTERFACE: &str = "eth0";
@@ -60,6 +62,8 @@ pub struct Sandbox {
     pub netns: Arc<Netns>,
     /// The UTS namespace the containers run in.
     pub uts: Arc<UtsNs>,
+    /// Its files over the host's (its resolv.conf), as `(source, target)`.
+    pub files: Vec<(PathBuf, PathBuf)>,
     /// The pod's IPs.
     pub ips: Vec<IpAddr>,
     /// The CNI container ID, and the ADD result DEL needs back; `None` for hostNetwork pods.
@@ -73,17 +77,23 @@ pub fn create(
     runtime: &Runtime,
     key: &ObjectKey,
     pod: &Pod,
+    dns: &ClusterDns,
 ) -> Result<Sandbox, SandboxError> {
+    let dir = paths.pod_dir(key);
+    std::fs::create_dir_all(&dir)?;
+    let resolv_conf = dir.join("resolv.conf");
+    let conf = resolv::for_pod(pod, &key.namespace, dns, &topology::node_resolv_conf());
+    std::fs::write(&resolv_conf, conf.render())?;
+    let files = vec![(resolv_conf, PathBuf::from("/etc/resolv.conf"))];
     if podnet_model::pod_host_network(pod) {
         return Ok(Sandbox {
             netns: node.netns.clone(),
             uts: node.uts.clone(),
+            files,
             ips: vec![node.address],
             attachment: None,
         });
     }
-    let dir = paths.pod_dir(key);
-    std::fs::create_dir_all(&dir)?;
     let netns_name = paths.pod_netns(key);
     let netns = Netns::create_named(&netns_name)?;
     let created = (|| {
@@ -93,6 +103,7 @@ pub fn create(
         Ok(Sandbox {
             netns: Arc::new(netns),
             uts: Arc::new(uts),
+            files,
             ips,
             attachment: Some((id, result)),
         })

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use crate::controlplane::NODE_NETWORK;
 use crate::failures::Failures;
 use crate::paths::LabPaths;
+use crate::resolv::ResolvConf;
 use podnet_model::stable_hash::fnv1a;
 
 /// Name of the underlay bridge inside the fabric namespace.
@@ -28,6 +29,25 @@ const UNDERLAY_BRIDGE: &str = "underlay";
 pub const EXTERNAL_ADDRESS: &str = "192.168.10.254";
 /// "The internet" behind the external namespace: one address of each RFC 5737 range.
 pub const INTERNET_ADDRESSES: [&str; 3] = ["192.0.2.10", "198.51.100.10", "203.0.113.10"];
+/// The internet's DNS server, in the external namespace: every node's resolver, and the
+/// cluster DNS's upstream.
+pub const INTERNET_DNS: &str = "192.0.2.53";
+/// The names it knows, one per documentation domain, each an address of the internet's web
+/// server.
+pub const INTERNET_NAMES: [(&str, &str); 3] = [
+    ("www.example.com", "192.0.2.10"),
+    ("web.example.net", "198.51.100.10"),
+    ("api.example.org", "203.0.113.10"),
+];
+
+/// Every node's resolv.conf (a node's own file, which kubelet hands to `dnsPolicy: Default`
+/// pods): the internet's DNS server.
+pub fn node_resolv_conf() -> ResolvConf {
+    ResolvConf {
+        nameservers: vec![INTERNET_DNS.to_owned()],
+        ..ResolvConf::default()
+    }
+}
 /// Name of a node's underlay interface.
 pub const NODE_UPLINK: &str = "eth0";
 
@@ -108,7 +128,7 @@ pub fn create_fabric(paths: &LabPaths) -> Result<External, TopologyError> {
     link.add_address(uplink, underlay_address(EXTERNAL_ADDRESS.parse().expect("valid")))
         .map_err(kernel("address the external namespace"))?;
     let lo = link.require_link("lo").map_err(kernel("find lo"))?;
-    for address in INTERNET_ADDRESSES {
+    for address in INTERNET_ADDRESSES.into_iter().chain([INTERNET_DNS]) {
         let address = IpNet::new(address.parse().expect("valid"), 32).expect("host prefix");
         link.add_address(lo.index, address)
             .map_err(kernel("add an internet address"))?;

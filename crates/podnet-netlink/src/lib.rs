@@ -25,7 +25,7 @@ pub use address::Address;
 pub use error::{Error, Result};
 pub use link::{Link, LinkKind, VethPair, Vxlan, format_mac};
 pub use neighbour::{FdbEntry, Neighbour};
-pub use netns::{Netns, NetnsId, UtsNs};
+pub use netns::{Netns, NetnsId, SandboxView, UtsNs};
 pub use nfnetlink::NfNetlink;
 pub use route::{Route, RouteProtocol, RouteScope};
 pub use socket::Netlink;

@@ -101,7 +101,14 @@ impl Netns {
     /// Sockets created by `f` stay bound to this namespace, and processes spawned by `f` start in
     /// it.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
-        run_in(self, None, f)
+        run_in(
+            SandboxView {
+                netns: self,
+                uts: None,
+                files: &[],
+            },
+            f,
+        )
     }
 
     /// Runs `create` (which makes a socket, and nothing else: no blocking, no spawning) with the
@@ -174,24 +181,79 @@ impl UtsNs {
     }
 }
 
-/// Runs `f` on a new thread that has entered `netns` (and `uts`, when given): processes it
-/// spawns start in these namespaces; the caller's thread is untouched.
-pub fn run_in<T: Send>(netns: &Netns, uts: Option<&UtsNs>, f: impl FnOnce() -> T + Send) -> Result<T> {
+/// What a process started in a sandbox (a pod's) sees: its network namespace, its UTS
+/// namespace (hostname), and files bound over the host's in a mount namespace of its own (a
+/// pod's `/etc/resolv.conf`).
+#[derive(Debug, Clone, Copy)]
+pub struct SandboxView<'a> {
+    /// The network namespace.
+    pub netns: &'a Netns,
+    /// The UTS namespace, if not the caller's.
+    pub uts: Option<&'a UtsNs>,
+    /// `(source, target)` pairs: `source` appears at `target`.
+    pub files: &'a [(PathBuf, PathBuf)],
+}
+
+/// Runs `f` on a new thread inside `view`: processes it spawns start there; the caller's thread
+/// is untouched.
+pub fn run_in<T: Send>(view: SandboxView<'_>, f: impl FnOnce() -> T + Send) -> Result<T> {
     std::thread::scope(|scope| {
         scope
             .spawn(move || {
-                setns(netns.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|err| {
-                    Error::system(format!("enter network namespace {}", netns.path.display()), err)
+                setns(view.netns.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|err| {
+                    Error::system(
+                        format!("enter network namespace {}", view.netns.path.display()),
+                        err,
+                    )
                 })?;
-                if let Some(uts) = uts {
+                if let Some(uts) = view.uts {
                     setns(uts.file.as_fd(), CloneFlags::CLONE_NEWUTS)
                         .map_err(|err| Error::system("enter UTS namespace", err))?;
                 }
+                bind_files(view.files)?;
                 Ok(f())
             })
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
+}
+
+/// Gives the calling thread a mount namespace of its own in which each `(source, target)` file
+/// is bound over `target`; nothing when `files` is empty. Mounts made there never reach the
+/// host's namespace. Only for a thread that exists for this (or a process about to exec): the
+/// thread keeps the new namespace, and the processes it starts inherit it.
+pub fn bind_files(files: &[(PathBuf, PathBuf)]) -> Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    // A thread shares its file-system context with the process's other threads until it
+    // unshares it; only then can it have a mount namespace of its own.
+    unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS)
+        .map_err(|err| Error::system("unshare the mount namespace", err))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|err| Error::system("keep the new mount namespace's mounts from the host's", err))?;
+    for (source, target) in files {
+        mount(
+            Some(source.as_path()),
+            target.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|err| {
+            Error::system(
+                format!("bind {} over {}", source.display(), target.display()),
+                err,
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Creates a namespace of `kind` on a fresh thread, runs `inside` in it, and pins it at `path`

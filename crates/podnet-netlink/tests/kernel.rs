@@ -2,6 +2,7 @@
 //! its own that are deleted even when the test fails.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use podnet_netlink::{
@@ -252,11 +253,30 @@ fn sysctls_and_uts_namespaces_belong_to_their_namespace() {
     std::fs::create_dir_all(&dir).unwrap();
     let pin = dir.join("uts");
     let uts = UtsNs::create(&pin, "sandbox-host").unwrap();
-    let hostname =
-        podnet_netlink::netns::run_in(&scratch.netns, Some(&uts), || nix::unistd::gethostname().unwrap())
-            .unwrap();
+    // A file of the sandbox's own over one of the host's, seen only inside.
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 192.0.2.53\n").unwrap();
+    let files = [(resolv.clone(), PathBuf::from("/etc/resolv.conf"))];
+    let view = podnet_netlink::SandboxView {
+        netns: &scratch.netns,
+        uts: Some(&uts),
+        files: &files,
+    };
+    let (hostname, seen) = podnet_netlink::netns::run_in(view, || {
+        (
+            nix::unistd::gethostname().unwrap(),
+            std::fs::read_to_string("/etc/resolv.conf").unwrap(),
+        )
+    })
+    .unwrap();
     assert_eq!(hostname.to_str(), Some("sandbox-host"));
+    assert_eq!(seen, "nameserver 192.0.2.53\n");
     assert_ne!(nix::unistd::gethostname().unwrap().to_str(), Some("sandbox-host"));
+    assert_ne!(
+        std::fs::read_to_string("/etc/resolv.conf").unwrap(),
+        seen,
+        "the host's is untouched"
+    );
     drop(uts);
     UtsNs::delete(&pin).unwrap();
     UtsNs::delete(&pin).unwrap();

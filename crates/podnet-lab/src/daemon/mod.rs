@@ -28,6 +28,7 @@ use crate::kubelet;
 use crate::paths::LabPaths;
 use crate::protocol::{ExecTarget, LabStatus, NodeRow, PodRow, Request, Response, ServiceRow};
 use crate::reaper;
+use crate::resolv::ClusterDns;
 use crate::sandbox::{self, Sandbox};
 use crate::spec::{LabFile, LabSpec};
 use crate::topology::{self, NodeRuntime};
@@ -317,17 +318,22 @@ impl Lab {
             }
         }
         let (sender, mut wired) = mpsc::unbounded_channel();
+        let dns = ClusterDns {
+            domain: file.spec.cluster_domain.clone(),
+            server: file.spec.cluster_dns,
+        };
         for (node_name, pods) in arriving {
-            let (node, paths, runtime, sender) = (
+            let (node, paths, runtime, sender, dns) = (
                 self.nodes[&node_name].clone(),
                 self.paths.clone(),
                 self.runtime.clone(),
                 sender.clone(),
+                dns.clone(),
             );
             tokio::task::spawn_blocking(move || {
                 for (key, pod) in pods {
-                    let outcome =
-                        sandbox::create(&paths, &node, &runtime, &key, &pod).map_err(|err| err.to_string());
+                    let outcome = sandbox::create(&paths, &node, &runtime, &key, &pod, &dns)
+                        .map_err(|err| err.to_string());
                     if sender.send((key, pod, node_name.clone(), outcome)).is_err() {
                         return;
                     }
@@ -659,6 +665,7 @@ impl Lab {
         Ok(ExecTarget {
             netns: sandbox.netns.path().display().to_string(),
             uts: uts.display().to_string(),
+            files: sandbox.files.clone(),
             env: kubelet::container_env(key, pod, object),
         })
     }
@@ -730,6 +737,7 @@ fn internet_server(paths: &LabPaths, external: topology::External) -> Container 
     let namespaces = Namespaces {
         netns: external.netns,
         uts: external.uts,
+        files: Vec::new(),
     };
     Container::start(spec, namespaces, paths.internet_log(), Arc::new(|| {}))
 }

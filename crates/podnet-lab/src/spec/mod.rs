@@ -11,6 +11,8 @@
 //!   serviceCIDR: 10.96.0.0/16
 //!   serviceNodePortRange: 30000-32767
 //!   loadBalancerPool: 192.168.10.200-192.168.10.250
+//!   clusterDomain: cluster.local   # the cluster DNS's domain
+//!   clusterDNS: 10.96.0.10         # the kube-dns service's ClusterIP (in serviceCIDR)
 //! ---
 //! apiVersion: v1
 //! kind: Pod
@@ -124,6 +126,10 @@ pub struct LabSpec {
     pub node_ports: (u16, u16),
     /// Where LoadBalancer addresses come from (announced on the underlay, as MetalLB does).
     pub load_balancer_pool: AddressRange,
+    /// The cluster DNS's domain (kubelet's `clusterDomain`).
+    pub cluster_domain: String,
+    /// The cluster DNS service's address (kubelet's `clusterDNS`).
+    pub cluster_dns: Ipv4Addr,
 }
 
 /// What is wrong with a lab file, and where.
@@ -187,6 +193,10 @@ struct LabSpecDocument {
     service_node_port_range: String,
     #[serde(default = "default_load_balancer_pool")]
     load_balancer_pool: String,
+    #[serde(default = "default_cluster_domain")]
+    cluster_domain: String,
+    #[serde(default, rename = "clusterDNS")]
+    cluster_dns: Option<String>,
 }
 
 impl Default for LabSpecDocument {
@@ -201,8 +211,14 @@ impl Default for LabSpecDocument {
             service_cidr: default_service_cidr(),
             service_node_port_range: default_node_port_range(),
             load_balancer_pool: default_load_balancer_pool(),
+            cluster_domain: default_cluster_domain(),
+            cluster_dns: None,
         }
     }
+}
+
+fn default_cluster_domain() -> String {
+    "cluster.local".into()
 }
 
 fn default_service_cidr() -> String {
@@ -447,6 +463,8 @@ fn placeholder_spec() -> LabSpec {
             first: Ipv4Addr::UNSPECIFIED,
             last: Ipv4Addr::UNSPECIFIED,
         },
+        cluster_domain: String::new(),
+        cluster_dns: Ipv4Addr::UNSPECIFIED,
     }
 }
 
@@ -580,6 +598,22 @@ fn lab_spec(header: LabDocument) -> Result<LabSpec, String> {
             nodes::node_addresses()
         ));
     }
+    let cluster_domain = header.spec.cluster_domain.trim_end_matches('.').to_owned();
+    check_name(&cluster_domain, 253).map_err(|message| format!("spec.clusterDomain: {message}"))?;
+    // The tenth address of the service CIDR, as kubeadm picks it.
+    let cluster_dns = match &header.spec.cluster_dns {
+        None => Ipv4Addr::from(u32::from(service_cidr.network()) + 10),
+        Some(text) => text
+            .parse::<Ipv4Addr>()
+            .map_err(|_| format!("spec.clusterDNS: {text:?} is not an IPv4 address"))?,
+    };
+    let reserved = [service_cidr.network(), service_cidr.broadcast()];
+    let first_host = Ipv4Addr::from(u32::from(service_cidr.network()) + 1);
+    if !service_cidr.contains(&cluster_dns) || reserved.contains(&cluster_dns) || cluster_dns == first_host {
+        return Err(format!(
+            "spec.clusterDNS: {cluster_dns} must be an address of spec.serviceCIDR {service_cidr} other than its network, first and broadcast addresses"
+        ));
+    }
     Ok(LabSpec {
         name,
         nodes,
@@ -590,6 +624,8 @@ fn lab_spec(header: LabDocument) -> Result<LabSpec, String> {
         service_cidr,
         node_ports,
         load_balancer_pool,
+        cluster_domain,
+        cluster_dns,
     })
 }
 
@@ -682,6 +718,12 @@ mod tests {
         assert_eq!(file.spec.nodes[0].name, "node1");
         assert_eq!(file.spec.pod_cidr.to_string(), "10.244.0.0/16");
         assert_eq!(file.spec.service_cidr.to_string(), "10.96.0.0/16");
+        assert_eq!(
+            file.spec.cluster_dns,
+            Ipv4Addr::new(10, 96, 0, 10),
+            "the tenth address"
+        );
+        assert_eq!(file.spec.cluster_domain, "cluster.local");
         assert_eq!(file.spec.node_ports, (30000, 32767));
         assert_eq!(
             file.spec.load_balancer_pool.to_string(),
@@ -765,6 +807,32 @@ mod tests {
             (
                 pod("spec:\n  containers:\n  - {name: a, image: nginx}\n  - {name: a, image: nginx}\n"),
                 "used twice",
+            ),
+            (
+                pod(
+                    "spec:\n  dnsPolicy: ClusterFirstWithoutHostNet\n  containers:\n  - {name: a, image: nginx}\n",
+                ),
+                "spec.dnsPolicy: Unsupported value: \"ClusterFirstWithoutHostNet\"",
+            ),
+            (
+                pod("spec:\n  dnsPolicy: \"None\"\n  containers:\n  - {name: a, image: nginx}\n"),
+                "must provide at least one DNS nameserver",
+            ),
+            (
+                pod(
+                    "spec:\n  dnsConfig: {nameservers: [1.1.1.1, 8.8.8.8, 9.9.9.9, 1.0.0.1]}\n  containers:\n  - {name: a, image: nginx}\n",
+                ),
+                "must not have more than 3 nameservers",
+            ),
+            (
+                pod(
+                    "spec:\n  dnsConfig: {nameservers: [dns.example]}\n  containers:\n  - {name: a, image: nginx}\n",
+                ),
+                "spec.dnsConfig.nameservers[0]: Invalid value",
+            ),
+            (
+                format!("{HEADER}spec:\n  clusterDNS: 10.97.0.10\n"),
+                "spec.clusterDNS: 10.97.0.10 must be an address of spec.serviceCIDR",
             ),
             (
                 pod(

@@ -51,6 +51,58 @@ pub(super) fn pod_spec(spec: Option<&PodSpec>) -> Result<(), String> {
     {
         return Err("spec.terminationGracePeriodSeconds: must be 0 or more".into());
     }
+    dns(spec)
+}
+
+/// The kinds of `dnsPolicy`.
+const DNS_POLICIES: [&str; 4] = ["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"];
+
+/// `dnsPolicy` and `dnsConfig`, with the API server's limits.
+fn dns(spec: &PodSpec) -> Result<(), String> {
+    let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    if !DNS_POLICIES.contains(&policy) {
+        return Err(unsupported("spec.dnsPolicy", policy, &DNS_POLICIES));
+    }
+    let config = spec.dns_config.as_ref();
+    let nameservers = config
+        .and_then(|config| config.nameservers.as_deref())
+        .unwrap_or_default();
+    if policy == "None" && nameservers.is_empty() {
+        return Err(
+            "spec.dnsConfig.nameservers: Required value: must provide at least one DNS nameserver when `dnsPolicy` is None"
+                .into(),
+        );
+    }
+    if nameservers.len() > 3 {
+        return Err(format!(
+            "spec.dnsConfig.nameservers: Invalid value: {nameservers:?}: must not have more than 3 nameservers"
+        ));
+    }
+    for (index, nameserver) in nameservers.iter().enumerate() {
+        if nameserver.parse::<IpAddr>().is_err() {
+            return Err(format!(
+                "spec.dnsConfig.nameservers[{index}]: Invalid value: {nameserver:?}: must be a valid IP address"
+            ));
+        }
+    }
+    let searches = config
+        .and_then(|config| config.searches.as_deref())
+        .unwrap_or_default();
+    if searches.len() > 32 || searches.iter().map(|search| search.len() + 1).sum::<usize>() > 2048 {
+        return Err("spec.dnsConfig.searches: Invalid value: must not have more than 32 search paths or 2048 characters".into());
+    }
+    for (index, search) in searches.iter().enumerate() {
+        check_name(search.trim_end_matches('.'), 253)
+            .map_err(|message| format!("spec.dnsConfig.searches[{index}]: {message}"))?;
+    }
+    let options = config
+        .and_then(|config| config.options.as_deref())
+        .unwrap_or_default();
+    for (index, option) in options.iter().enumerate() {
+        if option.name.as_deref().unwrap_or_default().is_empty() {
+            return Err(format!("spec.dnsConfig.options[{index}].name: Required value"));
+        }
+    }
     Ok(())
 }
 
