@@ -10,7 +10,6 @@
 pub mod cli;
 pub mod controller;
 pub mod egress;
-pub mod http;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;
@@ -52,7 +51,7 @@ pub async fn run(args: &AgentArgs, source: &dyn ClusterSource) -> Result<(), Str
         )));
         let health = metrics.clone();
         servers.push(
-            http::Server::start(
+            podnet_http::Server::start(
                 args.healthz_address,
                 Arc::new(move |path: &str| health.healthz(path)),
             )
@@ -61,7 +60,7 @@ pub async fn run(args: &AgentArgs, source: &dyn ClusterSource) -> Result<(), Str
     }
     let exported = metrics.clone();
     servers.push(
-        http::Server::start(
+        podnet_http::Server::start(
             args.metrics_address,
             Arc::new(move |path: &str| exported.metrics(path)),
         )

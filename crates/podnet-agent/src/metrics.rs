@@ -1,13 +1,12 @@
 //! The agent's Prometheus metrics and the service proxy's health, as `/metrics` and
 //! `/healthz` serve them (kube-proxy's endpoints, with podnet's names).
 
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use podnet_http::prometheus::{DurationHistogram, Exposition, MetricType};
+use podnet_http::{Answer, not_found};
 use serde_json::json;
-
-use crate::http::{Answer, not_found};
 
 /// Upper bounds (seconds) of the sync latency histogram's buckets.
 const SYNC_BUCKETS: [f64; 14] = [
@@ -17,10 +16,6 @@ const SYNC_BUCKETS: [f64; 14] = [
 /// The proxy's figures.
 #[derive(Debug, Default)]
 struct Proxy {
-    /// Observations per bucket (not cumulative).
-    bucket_counts: [u64; SYNC_BUCKETS.len()],
-    sync_count: u64,
-    sync_seconds: f64,
     sync_errors: u64,
     last_sync: Option<SystemTime>,
     last_error: Option<String>,
@@ -30,9 +25,19 @@ struct Proxy {
 }
 
 /// Everything `/metrics` and `/healthz` report, updated by the controllers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     proxy: Mutex<Proxy>,
+    sync_durations: DurationHistogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            proxy: Mutex::default(),
+            sync_durations: DurationHistogram::new(&SYNC_BUCKETS),
+        }
+    }
 }
 
 /// What one proxy sync did.
@@ -51,14 +56,8 @@ pub struct SyncReport {
 impl Metrics {
     /// Records a successful proxy sync.
     pub fn proxy_synced(&self, report: SyncReport) {
+        self.sync_durations.observe(report.duration);
         let mut proxy = self.proxy.lock().expect("metrics lock");
-        let seconds = report.duration.as_secs_f64();
-        // Beyond the last bound, only +Inf (the count) holds it.
-        if let Some(bucket) = SYNC_BUCKETS.iter().position(|bound| seconds <= *bound) {
-            proxy.bucket_counts[bucket] += 1;
-        }
-        proxy.sync_count += 1;
-        proxy.sync_seconds += seconds;
         proxy.last_sync = Some(SystemTime::now());
         proxy.last_error = None;
         proxy.services = report.services;
@@ -98,71 +97,48 @@ impl Metrics {
         if path != "/metrics" {
             return not_found();
         }
-        let proxy = self.proxy.lock().expect("metrics lock");
-        let mut text = String::new();
-        let name = "podnet_proxy_sync_duration_seconds";
-        let _ = writeln!(
-            text,
-            "# HELP {name} How long a sync of the service proxy's table took."
+        let mut text = Exposition::new();
+        text.histogram(
+            "podnet_proxy_sync_duration_seconds",
+            "How long a sync of the service proxy's table took.",
+            &self.sync_durations.snapshot(),
         );
-        let _ = writeln!(text, "# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (bound, count) in SYNC_BUCKETS.iter().zip(proxy.bucket_counts) {
-            cumulative += count;
-            let _ = writeln!(text, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let _ = writeln!(text, "{name}_bucket{{le=\"+Inf\"}} {}", proxy.sync_count);
-        let _ = writeln!(text, "{name}_sum {}", proxy.sync_seconds);
-        let _ = writeln!(text, "{name}_count {}", proxy.sync_count);
-        let metric = |text: &mut String, name: &str, help: &str, kind: &str, value: String| {
-            let _ = writeln!(text, "# HELP {name} {help}");
-            let _ = writeln!(text, "# TYPE {name} {kind}");
-            let _ = writeln!(text, "{name} {value}");
-        };
+        let proxy = self.proxy.lock().expect("metrics lock");
         let last = proxy
             .last_sync
             .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
             .map_or(0.0, |elapsed| elapsed.as_secs_f64());
-        metric(
-            &mut text,
+        text.single(
             "podnet_proxy_last_sync_timestamp_seconds",
             "When the service proxy last synced its table (Unix time).",
-            "gauge",
-            last.to_string(),
-        );
-        metric(
-            &mut text,
+            MetricType::Gauge,
+            last,
+        )
+        .single(
             "podnet_proxy_sync_errors_total",
             "Syncs of the service proxy's table that failed.",
-            "counter",
-            proxy.sync_errors.to_string(),
-        );
-        metric(
-            &mut text,
+            MetricType::Counter,
+            proxy.sync_errors,
+        )
+        .single(
             "podnet_proxy_services",
             "Service ports programmed.",
-            "gauge",
-            proxy.services.to_string(),
-        );
-        metric(
-            &mut text,
+            MetricType::Gauge,
+            proxy.services,
+        )
+        .single(
             "podnet_proxy_endpoints",
             "Endpoints programmed.",
-            "gauge",
-            proxy.endpoints.to_string(),
-        );
-        metric(
-            &mut text,
+            MetricType::Gauge,
+            proxy.endpoints,
+        )
+        .single(
             "podnet_proxy_table_elements",
             "Elements in the proxy's nftables sets and maps.",
-            "gauge",
-            proxy.elements.to_string(),
+            MetricType::Gauge,
+            proxy.elements,
         );
-        Answer {
-            status: 200,
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: text,
-        }
+        text.into_answer()
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod agent;
 mod cni;
+mod dns;
 mod lab;
 mod workload;
 
@@ -34,6 +35,8 @@ enum Command {
     Lab(lab::Command),
     /// The node agent: routes pod traffic between nodes, masquerades egress.
     Agent(podnet_agent::AgentArgs),
+    /// The cluster DNS server: Services by name, everything else forwarded (CoreDNS's job).
+    Dns(podnet_dns::DnsArgs),
     /// A built-in workload (what the lab runs for traefik/whoami, nginx and pause images).
     Workload {
         /// whoami, nginx or pause.
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Cni(command) => cni::run(command),
         Command::Lab(command) => lab::run(command),
         Command::Agent(args) => agent::run(args),
+        Command::Dns(args) => dns::run(args),
         Command::Workload { name, args } => Ok(workload::run(&name, &args)),
     };
     match outcome {

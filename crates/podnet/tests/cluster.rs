@@ -2,7 +2,7 @@
 //! server (a stand-in that speaks the list-and-watch protocol, support/fake_apiserver.py)
 //! instead of a lab, and wires a node namespace from them: VXLAN routes, neighbours and FDB
 //! entries that follow nodes being added and deleted, and the service proxy's table following
-//! services and their endpoints.
+//! services and their endpoints. The DNS server answers from the same objects.
 
 mod support;
 
@@ -42,6 +42,27 @@ fn slice(addresses: &[&str]) -> Value {
     })
 }
 
+/// Starts the stand-in API server in `netns` with `objects`; returns it and a kubeconfig for it.
+fn api_server(netns: &TestNetns, dir: &TestDir, objects: Value) -> (Background, std::path::PathBuf) {
+    std::fs::write(dir.join("objects.json"), objects.to_string()).unwrap();
+    let server = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/fake_apiserver.py");
+    let api = Background::start_in(
+        netns,
+        "python3",
+        &[server, API_PORT, dir.join("objects.json").to_str().unwrap()],
+    );
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"http://127.0.0.1:{API_PORT}\"}}\n\
+             users:\n- name: test\n  user: {{}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: test}}\ncurrent-context: test\n"
+        ),
+    )
+    .unwrap();
+    (api, kubeconfig)
+}
+
 /// Sends a watch event to the stand-in API server.
 fn cluster_event(netns: &TestNetns, kind: &str, object: Value) {
     let body = json!({"type": kind, "object": object}).to_string();
@@ -60,28 +81,16 @@ fn the_agent_follows_nodes_from_the_kubernetes_api() {
     netns.exec_ok("ip", &["link", "set", "eth0", "up"]);
 
     let dir = TestDir::new("kube");
-    let nodes = json!([
-        node("n1", "192.168.50.11", "10.50.0.0/24"),
-        node("n2", "192.168.50.12", "10.50.1.0/24"),
-        service(),
-        slice(&["10.50.1.5"]),
-    ]);
-    std::fs::write(dir.join("nodes.json"), nodes.to_string()).unwrap();
-    let server = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/fake_apiserver.py");
-    let _api = Background::start_in(
+    let (_api, kubeconfig) = api_server(
         &netns,
-        "python3",
-        &[server, API_PORT, dir.join("nodes.json").to_str().unwrap()],
+        &dir,
+        json!([
+            node("n1", "192.168.50.11", "10.50.0.0/24"),
+            node("n2", "192.168.50.12", "10.50.1.0/24"),
+            service(),
+            slice(&["10.50.1.5"]),
+        ]),
     );
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"http://127.0.0.1:{API_PORT}\"}}\n\
-             users:\n- name: test\n  user: {{}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: test}}\ncurrent-context: test\n"
-        ),
-    )
-    .unwrap();
     let _agent = Background::start_in(
         &netns,
         podnet().to_str().unwrap(),
@@ -154,6 +163,48 @@ fn the_agent_follows_nodes_from_the_kubernetes_api() {
         !fdb.contains("192.168.50.12") && fdb.contains("dst 192.168.50.13 self permanent"),
         "{fdb}"
     );
+}
+
+#[test]
+fn the_dns_server_answers_from_the_kubernetes_api() {
+    let netns = TestNetns::new("kube-dns");
+    netns.exec_ok("ip", &["link", "set", "lo", "up"]);
+    let dir = TestDir::new("kube-dns");
+    let namespace = json!({"kind": "Namespace", "metadata": {"name": "default"}});
+    let (_api, kubeconfig) = api_server(&netns, &dir, json!([namespace, service(), slice(&["10.50.1.5"])]));
+    let _dns = Background::start_in(
+        &netns,
+        podnet().to_str().unwrap(),
+        &[
+            "dns",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:53",
+            "--no-forward",
+        ],
+    );
+    let dig = |args: &[&str]| {
+        let mut all = vec!["+short", "+time=1", "+tries=1", "@127.0.0.1"];
+        all.extend(args);
+        netns.exec("dig", &all)
+    };
+    let answers = |args: &[&str], expected: &str| {
+        eventually(10, || {
+            let output = dig(args);
+            (String::from_utf8_lossy(&output.stdout) == expected).then_some(())
+        })
+        .is_some()
+    };
+    assert!(answers(&["web.default.svc.cluster.local"], "10.96.0.10\n"));
+    assert!(answers(
+        &["SRV", "_http._tcp.web.default.svc.cluster.local"],
+        "0 100 80 web.default.svc.cluster.local.\n"
+    ));
+    assert!(answers(&["-x", "10.96.0.10"], "web.default.svc.cluster.local.\n"));
+    // The watch carries a deletion within moments.
+    cluster_event(&netns, "DELETED", service());
+    assert!(answers(&["web.default.svc.cluster.local"], ""));
 }
 
 #[test]

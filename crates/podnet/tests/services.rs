@@ -553,7 +553,11 @@ fn headless_external_name_and_sctp_services() {
         "{table}"
     );
     let elements = table.matches(" : goto ").count();
-    assert_eq!(elements, 1, "only the SCTP service has a verdict:\n{table}");
+    assert_eq!(
+        elements,
+        1 + 3,
+        "only the SCTP service and kube-dns's three ports have a verdict:\n{table}"
+    );
 }
 
 #[test]
@@ -562,7 +566,7 @@ fn bad_services_are_refused_naming_object_and_field_and_change_nothing() {
     file.push_str(&pod("web", "node1", "app: web", "whoami"));
     file.push_str(&service(
         "dns",
-        "  clusterIP: 10.96.0.10\n  selector: {app: web}\n  ports:\n  - {port: 53}\n",
+        "  clusterIP: 10.96.0.20\n  selector: {app: web}\n  ports:\n  - {port: 53}\n",
     ));
     file.push_str(&service(
         "web",
@@ -572,8 +576,16 @@ fn bad_services_are_refused_naming_object_and_field_and_change_nothing() {
     let before = lab.get("services", None);
     for (extra, expected) in [
         (
+            service("other", "  clusterIP: 10.96.0.20\n  ports:\n  - {port: 80}\n"),
+            "Service default/other: spec.clusterIP: Invalid value: \"10.96.0.20\": provided IP is already allocated to Service default/dns",
+        ),
+        (
             service("other", "  clusterIP: 10.96.0.10\n  ports:\n  - {port: 80}\n"),
-            "Service default/other: spec.clusterIP: Invalid value: \"10.96.0.10\": provided IP is already allocated to Service default/dns",
+            "provided IP is already allocated to Service kube-system/kube-dns",
+        ),
+        (
+            service("kube-dns\n  namespace: kube-system", "  ports:\n  - {port: 53}\n"),
+            "Service kube-system/kube-dns is the lab's DNS add-on",
         ),
         (
             service(
@@ -755,8 +767,9 @@ fn the_proxy_serves_healthz_and_metrics_and_survives_its_own_restart() {
         metrics.contains("podnet_proxy_sync_duration_seconds_bucket{le="),
         "{metrics}"
     );
-    assert!(metrics.contains("podnet_proxy_services 1"), "{metrics}");
-    assert!(metrics.contains("podnet_proxy_endpoints 1"), "{metrics}");
+    // web's port and kube-dns's three, with one endpoint and two.
+    assert!(metrics.contains("podnet_proxy_services 4"), "{metrics}");
+    assert!(metrics.contains("podnet_proxy_endpoints 7"), "{metrics}");
 
     // The agent is killed; the lab restarts it; the table is rebuilt and traffic goes on.
     let ip = lab.service_ip("web");

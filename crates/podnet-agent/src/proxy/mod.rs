@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ipnet::{IpNet, Ipv4Net};
+use podnet_http::{Answer, Server};
 use podnet_model::{Event, Kind, Mirror, Object, ObjectKey};
 use podnet_netlink::{Netlink, NfNetlink};
 use podnet_nft::registry::{PROXY_TABLE, ROUTE_PROTOCOL};
@@ -26,7 +27,6 @@ use podnet_nft::{Datum, Element, Kernel, Syncer};
 use serde_json::json;
 
 use crate::controller::{Controller, Reconciled};
-use crate::http::{Answer, Server};
 use crate::metrics::{Metrics, SyncReport};
 use model::{ServiceInfo, SliceInfo, UDP};
 use plan::{PlannedPort, ServicePlan};
@@ -575,7 +575,7 @@ impl HealthChecks {
                         })
                         .to_string(),
                     },
-                    None => crate::http::not_found(),
+                    None => podnet_http::not_found(),
                 }
             });
             match Server::start(([0, 0, 0, 0], *port).into(), handler) {

@@ -6,9 +6,11 @@
 //! ([`scheduler`]), Services with their addresses and ports ([`services`], the API server's
 //! allocators and MetalLB's), and the EndpointSlices behind them ([`endpointslices`]). Like a
 //! cluster's network add-on, it also runs the node agent on every node as a DaemonSet would: a
-//! hostNetwork pod `kube-system/podnet-agent-NODE`. Everything here is a pure function, so
+//! hostNetwork pod `kube-system/podnet-agent-NODE`; and like kubeadm it installs the cluster's
+//! DNS ([`addons`]). Everything here is a pure function, so
 //! `lab apply` can diff the result against what runs and touch only what changed.
 
+pub mod addons;
 pub mod endpointslices;
 pub mod nodes;
 pub mod scheduler;

@@ -73,8 +73,8 @@ pub struct Lab {
     pods: BTreeMap<ObjectKey, RunningPod>,
     /// Pods deleted gracefully whose containers are still stopping (they are still in `pods`).
     terminating: HashSet<ObjectKey>,
-    /// The internet's web server, once the fabric exists.
-    internet: Option<Container>,
+    /// The internet's web and DNS servers, once the fabric exists.
+    internet: Vec<Container>,
     /// Every change of the cluster, for watchers.
     hub: socket::WatchHub,
     pod_events: mpsc::UnboundedSender<PodEvent>,
@@ -94,7 +94,7 @@ impl Lab {
             nodes: BTreeMap::new(),
             pods: BTreeMap::new(),
             terminating: HashSet::new(),
-            internet: None,
+            internet: Vec::new(),
             hub: socket::WatchHub::new(WATCH_BACKLOG),
             pod_events,
             pod_events_in,
@@ -145,6 +145,11 @@ impl Lab {
                     "spec.loadBalancerPool",
                     current.load_balancer_pool != file.spec.load_balancer_pool,
                 ),
+                (
+                    "spec.clusterDomain",
+                    current.cluster_domain != file.spec.cluster_domain,
+                ),
+                ("spec.clusterDNS", current.cluster_dns != file.spec.cluster_dns),
             ];
             if let Some((field, _)) = fixed.iter().find(|(_, changed)| *changed) {
                 return Err(format!(
@@ -152,6 +157,7 @@ impl Lab {
                 ));
             }
         }
+        let file = controlplane::addons::install(file, self.paths.name()).map_err(|err| err.to_string())?;
         let desired = controlplane::plan(&file, &self.cluster, &self.paths).map_err(|err| err.to_string())?;
         let mut changes = Vec::new();
         let mut report = |line: String| {
@@ -211,12 +217,12 @@ impl Lab {
         }
 
         // New nodes, on the underlay.
-        if self.internet.is_none() {
+        if self.internet.is_empty() {
             let paths = self.paths.clone();
             let external = blocking(move || topology::create_fabric(&paths))
                 .await
                 .map_err(|err| err.to_string())?;
-            self.internet = Some(internet_server(&self.paths, external));
+            self.internet = internet_servers(&self.paths, &external);
         }
         for (name, node) in &desired.nodes {
             if self.nodes.contains_key(name) {
@@ -517,7 +523,7 @@ impl Lab {
             .pods
             .values_mut()
             .flat_map(|pod| std::mem::take(&mut pod.containers))
-            .chain(self.internet.take())
+            .chain(std::mem::take(&mut self.internet))
             .collect();
         kubelet::stop(containers, NO_GRACE).await;
         let terminating: Vec<ObjectKey> = self.terminating.iter().cloned().collect();
@@ -718,28 +724,51 @@ fn service_row(key: &ObjectKey, service: &k8s_openapi::api::core::v1::Service) -
 }
 
 /// "The internet": a whoami server on every documentation address of the external namespace,
-/// so a pod's request out of the cluster shows which address it arrived from.
-fn internet_server(paths: &LabPaths, external: topology::External) -> Container {
-    let spec = ContainerSpec {
-        name: "internet".into(),
-        argv: vec![
-            kubelet::current_exe(),
-            "workload".into(),
-            "whoami".into(),
-            "--name".into(),
-            "internet".into(),
-        ],
-        env: vec![("PATH".into(), kubelet::host_path())],
-        readiness: Readiness::Listening(80),
-        pre_stop: None,
-        restart: RestartPolicy::Always,
-    };
-    let namespaces = Namespaces {
-        netns: external.netns,
-        uts: external.uts,
-        files: Vec::new(),
-    };
-    Container::start(spec, namespaces, paths.internet_log(), Arc::new(|| {}))
+/// so a pod's request out of the cluster shows which address it arrived from; and its DNS
+/// server, authoritative for a few names under the documentation domains and forwarding
+/// nowhere, so that nothing a lab resolves leaves the host.
+fn internet_servers(paths: &LabPaths, external: &topology::External) -> Vec<Container> {
+    let mut dns = podnet_dns::DnsArgs::new(None);
+    dns.no_cluster = true;
+    dns.no_forward = true;
+    dns.listen = (std::net::Ipv4Addr::UNSPECIFIED, 53).into();
+    dns.static_records = topology::INTERNET_NAMES
+        .iter()
+        .map(|(name, address)| format!("{name}={address}").parse().expect("valid names"))
+        .collect();
+    let servers = [
+        (
+            "internet",
+            ["workload", "whoami", "--name", "internet"]
+                .map(String::from)
+                .to_vec(),
+            80,
+        ),
+        (
+            "internet-dns",
+            std::iter::once("dns".to_owned()).chain(dns.to_argv()).collect(),
+            53,
+        ),
+    ];
+    servers
+        .into_iter()
+        .map(|(name, args, port)| {
+            let spec = ContainerSpec {
+                name: name.into(),
+                argv: std::iter::once(kubelet::current_exe()).chain(args).collect(),
+                env: vec![("PATH".into(), kubelet::host_path())],
+                readiness: Readiness::Listening(port),
+                pre_stop: None,
+                restart: RestartPolicy::Always,
+            };
+            let namespaces = Namespaces {
+                netns: external.netns.clone(),
+                uts: external.uts.clone(),
+                files: Vec::new(),
+            };
+            Container::start(spec, namespaces, paths.internet_log(), Arc::new(|| {}))
+        })
+        .collect()
 }
 
 /// The current time, as the API server stamps objects.

@@ -1,6 +1,6 @@
 """A stand-in for the Kubernetes API server, for tests of podnet in cluster mode.
 
-Serves Nodes, Services and EndpointSlices the way the API server does for a list-then-watch
+Serves Nodes, Namespaces, Services and EndpointSlices the way the API server does for a list-then-watch
 client (kube-rs's watcher): `GET /api/v1/nodes` (or `/api/v1/services`,
 `/apis/discovery.k8s.io/v1/endpointslices`) lists them with the collection's resourceVersion,
 and the same path with `watch=true` streams ADDED/MODIFIED/DELETED events as JSON lines
@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlparse
 # kind -> (collection path, apiVersion, list kind)
 KINDS = {
     "Node": ("/api/v1/nodes", "v1", "NodeList"),
+    "Namespace": ("/api/v1/namespaces", "v1", "NamespaceList"),
     "Service": ("/api/v1/services", "v1", "ServiceList"),
     "EndpointSlice": ("/apis/discovery.k8s.io/v1/endpointslices", "discovery.k8s.io/v1", "EndpointSliceList"),
 }
@@ -41,7 +42,7 @@ def stamp(obj):
     kind = obj["kind"]
     obj.setdefault("apiVersion", KINDS[kind][1])
     obj.setdefault("metadata", {})["resourceVersion"] = str(version)
-    if kind != "Node":
+    if kind not in ("Node", "Namespace"):
         obj["metadata"].setdefault("namespace", "default")
     return obj
 

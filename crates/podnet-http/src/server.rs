@@ -1,5 +1,6 @@
-//! A very small HTTP/1.1 server for the agent's health and metrics endpoints: one thread per
-//! listening port, one short request per connection, as probes and Prometheus scrapes are.
+//! A very small HTTP/1.1 server: one thread per listening port, one short request per
+//! connection, as probes and Prometheus scrapes are. Requests are bounded in size, time and
+//! number at once, so a slow or hostile client cannot hold it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -65,6 +66,11 @@ impl Server {
                 }
             })?;
         Ok(Server { address, stopped })
+    }
+
+    /// The address it listens on (with the port the system chose, when asked for port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
     }
 }
 
