@@ -35,7 +35,7 @@ NETNS = "dnsbench-servers"
 EXTERNAL = 1000
 CLIENTS = 20
 OUTSTANDING = 500
-SECONDS = 8
+SECONDS = 6
 RATE = 20000
 RATE_SECONDS = 4
 SERVER_CORE = "1"
@@ -178,13 +178,21 @@ def dnsperf(port, queries, *extra):
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
-def throughput(port, queries):
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(port, queries, pid):
+    before = cpu_seconds(pid)
     output = dnsperf(port, queries, "-q", str(OUTSTANDING), "-l", str(SECONDS))
+    busy = (cpu_seconds(pid) - before) / SECONDS
     qps = next(float(line.split()[-1]) for line in output.splitlines()
                if "Queries per second" in line)
     lost = next(line.split("(")[1].rstrip(")") for line in output.splitlines()
                 if "Queries lost" in line)
-    return qps, lost
+    return qps, lost, busy
 
 
 def latency(port, queries):
@@ -257,7 +265,7 @@ def main():
                     dnsperf(port, external_queries, "-n", "1")  # the cache warms
                     figures = {}
                     for kind, queries in (("cluster", cluster_queries), ("external", external_queries)):
-                        figures[kind] = (throughput(port, queries), latency(port, queries))
+                        figures[kind] = (throughput(port, queries, server.pid()), latency(port, queries))
                     speed[name] = figures
                     print(f"# {name}: {figures}", flush=True)
                 server.stop()
@@ -266,15 +274,20 @@ def main():
         print()
         print(f"Throughput and latency, {measured} services (server on one core, dnsperf "
               f"-c {CLIENTS} -q {OUTSTANDING} for {SECONDS} s; latency at {RATE} q/s for {RATE_SECONDS} s)")
-        print(f"{'server':10} {'names':9} {'q/s':>9} {'lost':>8} {'p50 ms':>8} {'p99 ms':>8}  rcodes")
+        print("(q/s per core: q/s divided by the server's CPU use, from its utime+stime over the run)")
+        print(f"{'server':10} {'names':9} {'q/s':>9} {'cpu':>6} {'q/s/core':>9} {'lost':>8} {'p50 ms':>8} {'p99 ms':>8}  rcodes")
+        per_core = {}
         for name, figures in speed.items():
-            for kind, ((qps, lost), lat) in figures.items():
+            for kind, ((qps, lost, busy), lat) in figures.items():
                 p50, p99, codes = lat if lat else (float("nan"), float("nan"), [])
-                print(f"{name:10} {kind:9} {qps:9.0f} {lost:>8} {p50:8.3f} {p99:8.3f}  {','.join(codes)}")
+                per_core[(name, kind)] = qps / busy if busy else float("nan")
+                print(f"{name:10} {kind:9} {qps:9.0f} {busy:6.2f} {per_core[(name, kind)]:9.0f} {lost:>8} "
+                      f"{p50:8.3f} {p99:8.3f}  {','.join(codes)}")
         for kind in ("cluster", "external"):
-            ours = speed["podnet"][kind][0][0]
             print(f"podnet/{kind}: " + ", ".join(
-                f"{ours / speed[peer][kind][0][0]:.2f}x {peer}" for peer in ("unbound", "dnsmasq")))
+                f"{speed['podnet'][kind][0][0] / speed[peer][kind][0][0]:.2f}x {peer} in q/s, "
+                f"{per_core[('podnet', kind)] / per_core[(peer, kind)]:.2f}x per core"
+                for peer in ("unbound", "dnsmasq")))
         print()
         print("Memory (RSS MB; per 1,000 records above the empty server)")
         print(f"{'server':10} " + " ".join(f"{size:>10}" for size in sorted(set(sizes + [0]))) + "   MB/1000")

@@ -2,7 +2,8 @@
 # Brings up the example lab (three nodes, flannel-style VXLAN, seed 004's pods and Services) and
 # shows it working: a pod on one node answers a pod on another without NAT, a ClusterIP is
 # DNATed to its pod, a NodePort answers from outside the cluster with the node as the client,
-# and traffic to "the internet" leaves with the node's address. The lab keeps running
+# traffic to "the internet" leaves with the node's address, and pods find Services, pods and the
+# internet by name through the cluster DNS (kube-system/coredns behind kube-dns, 10.96.0.10). The lab keeps running
 # afterwards: explore it with target/release/podnet lab status|get|exec|logs, remove it with
 # `target/release/podnet lab down`.
 set -euo pipefail
@@ -28,6 +29,14 @@ printf 'A client outside the cluster asks NodePort 31010 on k8s-w2: the pod runs
 step ip netns exec seed004_external curl -s http://192.168.10.12:31010
 printf 'The pod asks "the internet" (external namespace): RemoteAddr is node k8s-w2 (masquerade).'
 step "$podnet" lab exec client -- curl -s http://203.0.113.10
+printf 'Names: the pod'"'"'s resolv.conf points at the kube-dns Service, whose pods answer the cluster domain.'
+step "$podnet" lab exec client -- cat /etc/resolv.conf
+step "$podnet" lab exec client -- dig +short nginx-test.default.svc.cluster.local
+printf 'The short name works through the search path; curl by name, through the ClusterIP, to an nginx pod.'
+step "$podnet" lab exec client -- curl -s -o /dev/null -w '%{http_code} from %{remote_ip}\n' http://nginx-test
+printf 'A pod by its dashed address, and a name of "the internet" forwarded to its DNS server (192.0.2.53).'
+step "$podnet" lab exec client -- dig +short 10-244-0-2.default.pod.cluster.local
+step "$podnet" lab exec client -- dig +short www.example.com
 printf 'How k8s-w1 reaches the other nodes'"'"' pod subnets: VXLAN routes, neighbours and FDB entries.'
 step ip netns exec seed004_k8s-w1 ip route
 step ip netns exec seed004_k8s-w1 bridge fdb show dev podnet.1

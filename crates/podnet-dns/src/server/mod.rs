@@ -134,13 +134,13 @@ impl DnsServer {
         let tcp_counters = self.counters[self.udp.len()].clone();
         for (index, (socket, counters)) in self.udp.into_iter().zip(&self.counters).enumerate() {
             let (resolver, counters, stopped) = (self.resolver.clone(), counters.clone(), stopped.clone());
-            spawn_thread(format!("dns-udp-{index}"), async move {
-                udp::serve(socket, resolver, counters, stopped).await;
+            spawn_thread(format!("dns-udp-{index}"), move || {
+                udp::serve(socket, resolver, counters, stopped)
             })?;
         }
         let (resolver, listener) = (self.resolver.clone(), self.tcp);
-        spawn_thread("dns-tcp".to_owned(), async move {
-            tcp::serve(listener, resolver, tcp_counters, stopped).await;
+        spawn_thread("dns-tcp".to_owned(), move || {
+            tcp::serve(listener, resolver, tcp_counters, stopped)
         })?;
         tracing::info!("answering DNS on {} (UDP and TCP)", self.address);
         let result = match (self.zone, source) {
@@ -155,8 +155,12 @@ impl DnsServer {
     }
 }
 
-/// Runs a thread with a single-threaded tokio runtime of its own, until `work` ends.
-fn spawn_thread(name: String, work: impl Future<Output = ()> + Send + 'static) -> Result<(), DnsError> {
+/// Runs a thread with a single-threaded tokio runtime of its own, until the future `work`
+/// makes there ends (it stays on that thread, so it need not be `Send`).
+fn spawn_thread<F: Future<Output = ()>>(
+    name: String,
+    work: impl FnOnce() -> F + Send + 'static,
+) -> Result<(), DnsError> {
     let failed = |source| DnsError::Thread {
         what: name.clone(),
         source,
@@ -167,7 +171,7 @@ fn spawn_thread(name: String, work: impl Future<Output = ()> + Send + 'static) -
         .map_err(failed)?;
     std::thread::Builder::new()
         .name(name.clone())
-        .spawn(move || runtime.block_on(work))
+        .spawn(move || runtime.block_on(work()))
         .map_err(failed)?;
     Ok(())
 }

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use nix::libc;
 use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage, recvmsg, sendmsg,
-    setsockopt, sockopt,
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrLike, SockaddrStorage, recvmmsg,
+    sendmmsg, sendmsg, setsockopt, sockopt,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
@@ -81,41 +81,178 @@ pub async fn serve(
             return;
         }
     };
+    let wildcard = socket
+        .local_addr()
+        .is_ok_and(|address| address.ip().is_unspecified());
     let pending = Arc::new(Semaphore::new(MAX_PENDING));
-    let mut packet = vec![0; usize::from(u16::MAX)];
-    let mut out = Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD));
+    let mut batch = Batch::new(wildcard);
     loop {
-        let received = tokio::select! {
-            received = receive(&socket, &mut packet) => received,
-            _ = stop.changed() => return,
-        };
-        let (length, client, arrival) = match received {
-            Ok(received) => received,
-            Err(error) => {
-                tracing::debug!("UDP receive failed: {error}");
-                tokio::time::sleep(ERROR_PAUSE).await;
-                continue;
-            }
-        };
-        match handle(&resolver, &counters, &packet[..length], Transport::Udp, &mut out) {
-            Handled::Answered => send(&socket, &out, client, arrival).await,
-            Handled::Silence => {}
-            Handled::Pending(query) => match pending.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let (socket, resolver, counters) = (socket.clone(), resolver.clone(), counters.clone());
-                    tokio::spawn(async move {
-                        let mut out = Vec::new();
-                        query.finish(&resolver, &counters, &mut out).await;
-                        send(&socket, &out, client, arrival).await;
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    query.overloaded(&counters, &mut out);
-                    send(&socket, &out, client, arrival).await;
-                }
+        tokio::select! {
+            ready = socket.readable() => if let Err(error) = ready {
+                tracing::error!("cannot serve DNS over UDP: {error}");
+                return;
             },
+            _ = stop.changed() => return,
         }
+        // Everything waiting, a batch at a time, until the socket runs dry.
+        loop {
+            let count = match socket.try_io(Interest::READABLE, || batch.receive(socket.as_raw_fd())) {
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => {
+                    tracing::debug!("UDP receive failed: {error}");
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                    break;
+                }
+            };
+            batch.answered.clear();
+            for index in 0..count {
+                let (length, client, arrival) = batch.received[index];
+                let out = &mut batch.answers[index];
+                match handle(
+                    &resolver,
+                    &counters,
+                    &batch.packets[index][..length],
+                    Transport::Udp,
+                    out,
+                ) {
+                    Handled::Answered => batch.answered.push(index),
+                    Handled::Silence => {}
+                    Handled::Pending(query) => match pending.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let (socket, resolver, counters) =
+                                (socket.clone(), resolver.clone(), counters.clone());
+                            tokio::spawn(async move {
+                                let mut out = Vec::new();
+                                query.finish(&resolver, &counters, &mut out).await;
+                                send(&socket, &out, client, arrival).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            query.overloaded(&counters, out);
+                            batch.answered.push(index);
+                        }
+                    },
+                }
+            }
+            batch.send(&socket).await;
+        }
+    }
+}
+
+/// Datagrams taken from the socket in one system call at most (recvmmsg), and answers sent in
+/// one (sendmmsg): under load, two system calls serve a batch instead of two per query.
+const BATCH: usize = 32;
+/// The longest query a batch takes whole. A query is a few dozen bytes; a longer datagram is
+/// cut, and answered as the malformed message it then is.
+const MAX_QUERY: usize = 4096;
+
+/// The buffers of one worker's batches.
+struct Batch {
+    packets: Vec<Vec<u8>>,
+    headers: MultiHeaders<SockaddrStorage>,
+    /// Whether datagrams carry their destination (a wildcard socket), so answers name their
+    /// source one by one.
+    wildcard: bool,
+    /// Length, sender and destination of each datagram received.
+    received: Vec<(usize, SocketAddr, Option<Arrival>)>,
+    answers: Vec<Vec<u8>>,
+    /// The indexes of the answers to send.
+    answered: Vec<usize>,
+}
+
+impl Batch {
+    fn new(wildcard: bool) -> Self {
+        Batch {
+            packets: vec![vec![0; MAX_QUERY]; BATCH],
+            headers: Self::headers(wildcard),
+            wildcard,
+            received: Vec::with_capacity(BATCH),
+            answers: (0..BATCH)
+                .map(|_| Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD)))
+                .collect(),
+            answered: Vec::with_capacity(BATCH),
+        }
+    }
+
+    fn headers(wildcard: bool) -> MultiHeaders<SockaddrStorage> {
+        MultiHeaders::preallocate(BATCH, wildcard.then(|| nix::cmsg_space!(libc::in6_pktinfo)))
+    }
+
+    /// Takes what datagrams are waiting, up to a batch; WouldBlock when none is.
+    fn receive(&mut self, fd: std::os::fd::RawFd) -> io::Result<usize> {
+        if self.wildcard {
+            // The kernel shrinks each header's control length to what it wrote: fresh headers
+            // give every datagram room for its destination again.
+            self.headers = Self::headers(true);
+        }
+        self.received.clear();
+        let mut slices: Vec<[IoSliceMut; 1]> = self
+            .packets
+            .iter_mut()
+            .map(|packet| [IoSliceMut::new(packet)])
+            .collect();
+        let messages = recvmmsg(
+            fd,
+            &mut self.headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )?;
+        for message in messages {
+            let Some(client) = message.address.as_ref().and_then(socket_address) else {
+                continue;
+            };
+            let arrival = message
+                .cmsgs()
+                .ok()
+                .and_then(|mut controls| controls.find_map(arrival));
+            self.received.push((message.bytes, client, arrival));
+        }
+        Ok(self.received.len())
+    }
+
+    /// Sends the answers of [`Batch::answered`] in one system call when it can, one by one
+    /// what it could not.
+    async fn send(&mut self, socket: &UdpSocket) {
+        let mut sent = 0;
+        if !self.wildcard && self.answered.len() > 1 {
+            let slices: Vec<[IoSlice; 1]> = self
+                .answered
+                .iter()
+                .map(|index| [IoSlice::new(&self.answers[*index])])
+                .collect();
+            let destinations: Vec<Option<SockaddrStorage>> = self
+                .answered
+                .iter()
+                .map(|index| Some(SockaddrStorage::from(self.received[*index].1)))
+                .collect();
+            let mut headers = MultiHeaders::preallocate(slices.len(), None);
+            let result = sendmmsg(
+                socket.as_raw_fd(),
+                &mut headers,
+                &slices,
+                &destinations,
+                [],
+                MsgFlags::MSG_DONTWAIT,
+            );
+            if let Ok(results) = result {
+                sent = results.count();
+            }
+        }
+        for index in &self.answered[sent..] {
+            let (_, client, arrival) = self.received[*index];
+            send(socket, &self.answers[*index], client, arrival).await;
+        }
+    }
+}
+
+fn arrival(control: ControlMessageOwned) -> Option<Arrival> {
+    match control {
+        ControlMessageOwned::Ipv4PacketInfo(info) => Some(Arrival::V4(info)),
+        ControlMessageOwned::Ipv6PacketInfo(info) => Some(Arrival::V6(info)),
+        _ => None,
     }
 }
 
@@ -124,32 +261,6 @@ pub async fn serve(
 enum Arrival {
     V4(libc::in_pktinfo),
     V6(libc::in6_pktinfo),
-}
-
-/// Receives a datagram: its length, its sender and, on a wildcard socket, where it arrived.
-async fn receive(socket: &UdpSocket, packet: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<Arrival>)> {
-    socket
-        .async_io(Interest::READABLE, || {
-            let mut iov = [IoSliceMut::new(packet)];
-            let mut control = nix::cmsg_space!(libc::in6_pktinfo);
-            let message = recvmsg::<SockaddrStorage>(
-                socket.as_raw_fd(),
-                &mut iov,
-                Some(&mut control),
-                MsgFlags::MSG_DONTWAIT,
-            )?;
-            let client = message
-                .address
-                .and_then(|address| socket_address(&address))
-                .ok_or_else(|| io::Error::other("a datagram without a sender address"))?;
-            let arrival = message.cmsgs()?.find_map(|control| match control {
-                ControlMessageOwned::Ipv4PacketInfo(info) => Some(Arrival::V4(info)),
-                ControlMessageOwned::Ipv6PacketInfo(info) => Some(Arrival::V6(info)),
-                _ => None,
-            });
-            Ok((message.bytes, client, arrival))
-        })
-        .await
 }
 
 fn socket_address(address: &SockaddrStorage) -> Option<SocketAddr> {
