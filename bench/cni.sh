@@ -105,39 +105,46 @@ for masq in false true; do
     "$(echo "$(field reference $masq 7) / $(field podnet $masq 7)" | bc -l)"
 done
 
-# Where podnet's ADD goes, against the floor: ipMasq off, SEQUENTIAL ADDs with the phase report.
-sync
-ip netns list | awk '/^pnbench-/ {print $1}' | xargs -r -n1 ip netns delete
-ip netns add $NODE
-ip netns exec $NODE ip link set lo up
-for i in $(seq 1 $SEQUENTIAL); do ip netns add pnbench-c$i; done
-conf="{\"cniVersion\":\"1.0.0\",\"name\":\"benchnet\",\"type\":\"bridge\",\"bridge\":\"cnibench0\",\"isGateway\":true,\"ipMasq\":false,\"stateDir\":\"$WORK/phases/state\",\"ipam\":{\"type\":\"host-local\",\"subnet\":\"10.99.0.0/16\",\"dataDir\":\"$WORK/phases/ipam\"}}"
-ip netns exec $NODE env BIN="$PODNET_BIN" CONF="$conf" SEQ=$SEQUENTIAL OUT="$WORK/phases.txt" bash -c '
-  for i in $(seq 1 $SEQ); do
-    start=$EPOCHREALTIME
-    CNI_COMMAND=ADD CNI_CONTAINERID=bench$i CNI_NETNS=/run/netns/pnbench-c$i CNI_IFNAME=eth0 \
-      CNI_PATH=$BIN PODNET_CNI_PHASES=1 "$BIN/bridge" <<<"$CONF" >/dev/null 2>"$OUT.call"
-    end=$EPOCHREALTIME
-    echo "$(( (${end/./} - ${start/./}) )) $(<"$OUT.call")" >> "$OUT"
-  done
-'
+# Where podnet's ADD goes, against the floor: SEQUENTIAL ADDs with the phase report, ipMasq off
+# and on (on: the first ADD adds the subnet's masquerade elements, the others only claim them).
+phases() { # MASQ
+  sync
+  ip netns list | awk '/^pnbench-/ {print $1}' | xargs -r -n1 ip netns delete
+  ip netns add $NODE
+  ip netns exec $NODE ip link set lo up
+  for i in $(seq 1 $SEQUENTIAL); do ip netns add pnbench-c$i; done
+  local conf="{\"cniVersion\":\"1.0.0\",\"name\":\"benchnet\",\"type\":\"bridge\",\"bridge\":\"cnibench0\",\"isGateway\":true,\"ipMasq\":$1,\"stateDir\":\"$WORK/phases-$1/state\",\"ipam\":{\"type\":\"host-local\",\"subnet\":\"10.99.0.0/16\",\"dataDir\":\"$WORK/phases-$1/ipam\"}}"
+  ip netns exec $NODE env BIN="$PODNET_BIN" CONF="$conf" SEQ=$SEQUENTIAL OUT="$WORK/phases-$1.txt" bash -c '
+    for i in $(seq 1 $SEQ); do
+      start=$EPOCHREALTIME
+      CNI_COMMAND=ADD CNI_CONTAINERID=bench$i CNI_NETNS=/run/netns/pnbench-c$i CNI_IFNAME=eth0 \
+        CNI_PATH=$BIN PODNET_CNI_PHASES=1 "$BIN/bridge" <<<"$CONF" >/dev/null 2>"$OUT.call"
+      end=$EPOCHREALTIME
+      echo "$(( (${end/./} - ${start/./}) )) $(<"$OUT.call")" >> "$OUT"
+    done
+  '
+}
+phases false
 ip netns exec $NODE "$FLOOR" $SEQUENTIAL > "$WORK/floor.json"
-python3 - "$WORK/phases.txt" "$WORK/floor.json" <<'PY'
+phases true
+python3 - "$WORK/phases-false.txt" "$WORK/phases-true.txt" "$WORK/floor.json" <<'PY'
 import json, statistics, sys
-calls = []
-for line in open(sys.argv[1]):
-    total, phases = line.split(" ", 1)
-    phases = json.loads(phases)
-    phases["start and exit"] = int(total) - sum(phases.values())
-    phases["total"] = int(total)
-    calls.append(phases)
-floor = json.load(open(sys.argv[2]))
+def calls_of(path):
+    calls = []
+    for line in open(path):
+        total, phases = line.split(" ", 1)
+        phases = json.loads(phases)
+        phases["start and exit"] = int(total) - sum(phases.values())
+        phases["total"] = int(total)
+        calls.append(phases)
+    return calls
+off, on = calls_of(sys.argv[1]), calls_of(sys.argv[2])
+floor = json.load(open(sys.argv[3]))
 names = ["start and exit", "decode", "netns", "ipam", "record", "veth", "bridge", "container", "masquerade", "answer", "total"]
-print(f"\npodnet ADD by phase, median of {len(calls)} calls (us), beside the floor (one running process, kernel work only)")
-print(f"{'phase':<16} {'podnet':>8} {'floor':>8}")
+print(f"\npodnet ADD by phase, median of {len(off)} calls (us), ipMasq off and on, beside the floor (one running process, kernel work only)")
+print(f"{'phase':<16} {'off':>8} {'on':>8} {'floor':>8}")
+median = lambda calls, name: statistics.median(call.get(name, 0) for call in calls)
 for name in names:
-    ours = statistics.median(call.get(name, 0) for call in calls)
-    print(f"{name:<16} {ours:>8.0f} {floor.get(name, ''):>8}")
-total = statistics.median(call["total"] for call in calls)
-print(f"ADD / floor: {total / floor['total']:.1f}x")
+    print(f"{name:<16} {median(off, name):>8.0f} {median(on, name):>8.0f} {floor.get(name, ''):>8}")
+print(f"ADD / floor: {median(off, 'total') / floor['total']:.1f}x off, {median(on, 'total') / floor['total']:.1f}x on")
 PY
