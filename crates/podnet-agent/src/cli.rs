@@ -69,14 +69,17 @@ pub enum ControllerName {
     Egress,
     /// Services.
     Proxy,
+    /// NetworkPolicy.
+    Policy,
 }
 
 impl ControllerName {
     /// Every controller.
-    pub const ALL: [ControllerName; 3] = [
+    pub const ALL: [ControllerName; 4] = [
         ControllerName::Routing,
         ControllerName::Egress,
         ControllerName::Proxy,
+        ControllerName::Policy,
     ];
 }
 

@@ -103,7 +103,7 @@ impl Controller for Egress {
         };
         Ok(Reconciled {
             changes,
-            warnings: Vec::new(),
+            ..Reconciled::default()
         })
     }
 }

@@ -3,14 +3,15 @@
 //! It watches cluster objects through the source seam and runs independent controllers, each
 //! a pure plan and a thin apply on a thread of its own ([`controller`]): [`routing`] (the pod
 //! bridge, routes to every other node's pod subnet over VXLAN or host-gw, the CNI
-//! configuration), [`egress`] (masquerading for traffic leaving the cluster) and [`proxy`]
-//! (Services, kube-proxy's job). One failing does not stop the others. They act on every change
+//! configuration), [`egress`] (masquerading for traffic leaving the cluster), [`proxy`]
+//! (Services, kube-proxy's job) and [`policy`] (NetworkPolicy). One failing does not stop the others. They act on every change
 //! and re-check the kernel every minute; between the two they sleep.
 
 pub mod cli;
 pub mod controller;
 pub mod egress;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod routing;
 
@@ -28,6 +29,9 @@ pub fn watched_kinds(args: &AgentArgs) -> Vec<Kind> {
     if args.runs(ControllerName::Proxy) {
         kinds.extend([Kind::Service, Kind::EndpointSlice]);
     }
+    if args.runs(ControllerName::Policy) {
+        kinds.extend([Kind::Pod, Kind::Namespace, Kind::NetworkPolicy]);
+    }
     kinds
 }
 
@@ -41,6 +45,9 @@ pub async fn run(args: &AgentArgs, source: &dyn ClusterSource) -> Result<(), Str
     }
     if args.runs(ControllerName::Egress) {
         handles.push(controller::spawn(egress::Egress::new(&args.node)));
+    }
+    if args.runs(ControllerName::Policy) {
+        handles.push(controller::spawn(policy::Policy::new(&args.node)));
     }
     let mut servers = Vec::new();
     if args.runs(ControllerName::Proxy) {

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
@@ -89,6 +90,7 @@ impl ClusterSource for KubeSource {
                 Kind::Pod => spawn_watcher::<Pod>(client, sender, barrier),
                 Kind::Service => spawn_watcher::<Service>(client, sender, barrier),
                 Kind::EndpointSlice => spawn_watcher::<EndpointSlice>(client, sender, barrier),
+                Kind::NetworkPolicy => spawn_watcher::<NetworkPolicy>(client, sender, barrier),
             }
         }
         events
@@ -116,7 +118,7 @@ macro_rules! watched {
     )*};
 }
 
-watched!(Node, Namespace, Pod, Service, EndpointSlice);
+watched!(Node, Namespace, Pod, Service, EndpointSlice, NetworkPolicy);
 
 /// Says `Synced` once every kind has been listed.
 #[derive(Clone)]
@@ -220,6 +222,32 @@ mod tests {
             translate(watcher::Event::Apply(node("a"))),
             Event::Applied(Object::Node(_))
         ));
+    }
+
+    #[test]
+    fn network_policies_are_namespaced_objects_of_their_own_kind() {
+        let policy = NetworkPolicy {
+            metadata: ObjectMeta {
+                name: Some("deny".into()),
+                namespace: Some("shop".into()),
+                ..ObjectMeta::default()
+            },
+            ..NetworkPolicy::default()
+        };
+        assert!(matches!(
+            translate(watcher::Event::Apply(policy.clone())),
+            Event::Applied(Object::NetworkPolicy(_))
+        ));
+        assert_eq!(
+            translate(watcher::Event::Delete(policy)),
+            Event::Deleted(
+                Kind::NetworkPolicy,
+                podnet_model::ObjectKey {
+                    namespace: "shop".into(),
+                    name: "deny".into(),
+                }
+            )
+        );
     }
 
     #[test]

@@ -184,6 +184,7 @@ pub fn get(
                     podnet_model::Object::Pod(pod) => serde_json::to_value(pod),
                     podnet_model::Object::Service(service) => serde_json::to_value(service),
                     podnet_model::Object::EndpointSlice(slice) => serde_json::to_value(slice),
+                    podnet_model::Object::NetworkPolicy(policy) => serde_json::to_value(policy),
                 })
                 .collect::<Result<_, _>>()
                 .expect("objects serialize");

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use podnet_model::{Event, Kind, Object, ObjectKey};
 
 /// The lab's objects by kind.
@@ -24,6 +25,8 @@ pub struct Cluster {
     pub services: BTreeMap<ObjectKey, Service>,
     /// EndpointSlices.
     pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
+    /// NetworkPolicies.
+    pub network_policies: BTreeMap<ObjectKey, NetworkPolicy>,
 }
 
 impl Cluster {
@@ -60,6 +63,12 @@ impl Cluster {
                 .cloned()
                 .map(|slice| Object::EndpointSlice(Box::new(slice)))
                 .collect(),
+            Kind::NetworkPolicy => self
+                .network_policies
+                .values()
+                .cloned()
+                .map(|policy| Object::NetworkPolicy(Box::new(policy)))
+                .collect(),
         }
     }
 
@@ -72,6 +81,7 @@ impl Cluster {
             Object::Pod(pod) => store(&mut self.pods, key, pod),
             Object::Service(service) => store(&mut self.services, key, service),
             Object::EndpointSlice(slice) => store(&mut self.endpoint_slices, key, slice),
+            Object::NetworkPolicy(policy) => store(&mut self.network_policies, key, policy),
         };
         changed.then_some(Event::Applied(object))
     }
@@ -84,6 +94,7 @@ impl Cluster {
             Kind::Pod => self.pods.remove(key).is_some(),
             Kind::Service => self.services.remove(key).is_some(),
             Kind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
+            Kind::NetworkPolicy => self.network_policies.remove(key).is_some(),
         };
         removed.then(|| Event::Deleted(kind, key.clone()))
     }
@@ -119,6 +130,13 @@ impl Cluster {
                     *kind,
                     key,
                     |slice| Object::EndpointSlice(Box::new(slice)),
+                ),
+                Kind::NetworkPolicy => replace(
+                    &mut self.network_policies,
+                    &desired.network_policies,
+                    *kind,
+                    key,
+                    |policy| Object::NetworkPolicy(Box::new(policy)),
                 ),
             });
         }

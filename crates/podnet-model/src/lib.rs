@@ -10,6 +10,7 @@
 //! other (`podnet-kube`).
 
 mod object;
+pub mod selector;
 mod source;
 pub mod stable_hash;
 

@@ -2,6 +2,7 @@
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,8 @@ pub enum Kind {
     Service,
     /// `discovery.k8s.io/v1/EndpointSlice`: the addresses behind a service.
     EndpointSlice,
+    /// `networking.k8s.io/v1/NetworkPolicy`: which traffic pods accept and send.
+    NetworkPolicy,
 }
 
 impl Kind {
@@ -43,6 +46,8 @@ pub enum Object {
     Service(Box<Service>),
     /// An EndpointSlice.
     EndpointSlice(Box<EndpointSlice>),
+    /// A NetworkPolicy.
+    NetworkPolicy(Box<NetworkPolicy>),
 }
 
 impl Object {
@@ -54,6 +59,7 @@ impl Object {
             Object::Pod(_) => Kind::Pod,
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::NetworkPolicy(_) => Kind::NetworkPolicy,
         }
     }
 
@@ -65,6 +71,7 @@ impl Object {
             Object::Pod(pod) => &pod.metadata,
             Object::Service(service) => &service.metadata,
             Object::EndpointSlice(slice) => &slice.metadata,
+            Object::NetworkPolicy(policy) => &policy.metadata,
         }
     }
 

@@ -125,7 +125,9 @@ fn value_bytes(values: &[Datum]) -> Vec<u8> {
             Datum::Protocol(protocol) => bytes.push(*protocol),
             Datum::Port(port) => bytes.extend_from_slice(&port.to_be_bytes()),
             Datum::Number(number) => bytes.extend_from_slice(&number.to_ne_bytes()),
-            Datum::Prefix(_) => unreachable!("prefixes are left to nft (Element::is_exact)"),
+            Datum::Prefix(_) | Datum::PortRange(..) => {
+                unreachable!("prefixes and ranges are left to nft (Element::is_exact)")
+            }
         }
         if values.len() > 1 {
             bytes.resize(start + (bytes.len() - start).next_multiple_of(4), 0);

@@ -258,6 +258,8 @@ pub enum Datum {
     Protocol(u8),
     /// A port (`inet_service`).
     Port(u16),
+    /// An inclusive range of ports, in interval sets.
+    PortRange(u16, u16),
     /// A 32-bit number in host byte order (`mark`, or `numgen`'s result).
     Number(u32),
 }
@@ -273,6 +275,8 @@ impl fmt::Display for Datum {
             Datum::Protocol(132) => f.write_str("sctp"),
             Datum::Protocol(number) => write!(f, "{number}"),
             Datum::Port(port) => write!(f, "{port}"),
+            Datum::PortRange(first, last) if first == last => write!(f, "{first}"),
+            Datum::PortRange(first, last) => write!(f, "{first}-{last}"),
             Datum::Number(number) => write!(f, "{number}"),
         }
     }
@@ -379,10 +383,13 @@ impl Element {
         write_element(out, &self.key, self.data.as_ref())
     }
 
-    /// Whether netlink can carry the element as podnet encodes it (prefixes need interval
-    /// handling, which is left to nft).
+    /// Whether netlink can carry the element as podnet encodes it (prefixes and ranges need
+    /// interval handling, which is left to nft).
     pub(crate) fn is_exact(&self) -> bool {
-        !self.key.iter().any(|datum| matches!(datum, Datum::Prefix(_)))
+        !self
+            .key
+            .iter()
+            .any(|datum| matches!(datum, Datum::Prefix(_) | Datum::PortRange(..)))
     }
 }
 

@@ -26,6 +26,13 @@ pub const PROXY_TABLE: Table = Table {
     comment: "podnet agent: Kubernetes services (kube-proxy's job)",
 };
 
+/// The node agent's NetworkPolicy table: which traffic local pods may send and receive.
+pub const POLICY_TABLE: Table = Table {
+    family: Family::Ip,
+    name: "podnet-policy",
+    comment: "podnet agent: Kubernetes NetworkPolicy",
+};
+
 /// Mark bit asking the CNI table's postrouting chain to masquerade a host-port connection
 /// (the reference portmap plugin's default `markMasqBit`, 13).
 pub const HOSTPORT_MASQUERADE_MARK: u32 = 0x2000;

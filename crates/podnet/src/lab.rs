@@ -22,7 +22,7 @@ pub enum Command {
     },
     /// Print objects of a kind as the lab's API server stores them (JSON, like `kubectl get -o json`).
     Get {
-        /// nodes, namespaces, pods, services or endpointslices.
+        /// nodes, namespaces, pods, services, endpointslices or networkpolicies.
         kind: String,
         /// Only the object of this name.
         name: Option<String>,
@@ -146,9 +146,10 @@ fn kind_named(name: &str) -> anyhow::Result<podnet_model::Kind> {
         "pod" | "pods" | "po" => Kind::Pod,
         "service" | "services" | "svc" => Kind::Service,
         "endpointslice" | "endpointslices" => Kind::EndpointSlice,
-        other => {
-            anyhow::bail!("unknown kind {other:?}: use nodes, namespaces, pods, services or endpointslices")
-        }
+        "networkpolicy" | "networkpolicies" | "netpol" => Kind::NetworkPolicy,
+        other => anyhow::bail!(
+            "unknown kind {other:?}: use nodes, namespaces, pods, services, endpointslices or networkpolicies"
+        ),
     })
 }
 

@@ -67,6 +67,7 @@ fn resource(kind: Kind) -> (&'static str, &'static str) {
         Kind::Pod => ("", "pods"),
         Kind::Service => ("", "services"),
         Kind::EndpointSlice => ("discovery.k8s.io", "endpointslices"),
+        Kind::NetworkPolicy => ("networking.k8s.io", "networkpolicies"),
     }
 }
 

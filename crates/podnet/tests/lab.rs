@@ -279,3 +279,74 @@ fn a_terminating_pod_stays_visible_its_replacement_waits_and_down_cuts_its_grace
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
     lab.assert_gone();
 }
+
+#[test]
+fn network_policies_are_stored_served_and_a_bad_one_refused_changing_nothing() {
+    let header = "apiVersion: podnet.dev/v1alpha1
+kind: Lab
+metadata:
+  name: NAME
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+  labels: {team: shop}
+";
+    let policy = |name: &str, protocol: &str| {
+        format!(
+            "---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {name}
+  namespace: shop
+spec:
+  podSelector:
+    matchLabels: {{role: db}}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - namespaceSelector:
+        matchLabels: {{team: shop}}
+    ports:
+    - {{protocol: {protocol}, port: 6379}}
+"
+        )
+    };
+    let lab = Lab::up(&format!("{header}{}", policy("db", "TCP")));
+    let stored = lab.get("networkpolicies", None);
+    let items = stored["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{stored}");
+    assert_eq!(items[0]["kind"], "NetworkPolicy");
+    assert_eq!(items[0]["apiVersion"], "networking.k8s.io/v1");
+    assert_eq!(items[0]["metadata"]["namespace"], "shop");
+    assert_eq!(items[0]["spec"]["ingress"][0]["ports"][0]["port"], 6379);
+    assert_eq!(lab.get("netpol", Some("db"))["items"], stored["items"]);
+
+    // A bad policy is refused, naming it and the field, and the running one stays as it was.
+    let refusal = lab.apply_refused(&format!("{header}{}", policy("db", "ICMP")));
+    assert!(
+        refusal.contains("NetworkPolicy shop/db")
+            && refusal.contains(
+                "spec.ingress[0].ports[0].protocol: Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\""
+            ),
+        "{refusal}"
+    );
+    assert_eq!(lab.get("networkpolicies", None), stored);
+
+    // A new policy in, the old one out, each reported.
+    let changes = lab.apply(&format!("{header}{}", policy("cache", "UDP")));
+    assert!(
+        changes.contains("networkpolicy shop/cache configured")
+            && changes.contains("networkpolicy shop/db deleted"),
+        "{changes}"
+    );
+    let names: Vec<serde_json::Value> = lab.get("networkpolicies", None)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["metadata"]["name"].clone())
+        .collect();
+    assert_eq!(names, ["cache"]);
+}

@@ -40,17 +40,13 @@ pub struct PlanError(pub String);
 
 /// The desired cluster for `file`, keeping what `running` already decided (node subnets, pod
 /// placement and status, service addresses) wherever the file did not change it. Its
-/// EndpointSlices are the file's own; the controller's follow the pods ([`slices_for`]).
+/// EndpointSlices are the file's own; the controller's follow the pods ([`slices_for`]). Its
+/// NetworkPolicies are the file's, as the API server stores them.
 pub fn plan(file: &LabFile, running: &Cluster, paths: &LabPaths) -> Result<Cluster, PlanError> {
     let mut desired = Cluster {
         nodes: nodes::plan(file, running)?,
         namespaces: plan_namespaces(file),
         ..Cluster::default()
-    };
-    let missing_namespace = |what: String, namespace: &str| {
-        PlanError(format!(
-            "{what}: namespace {namespace:?} does not exist; add a Namespace document for it"
-        ))
     };
     for mut pod in workloads::pods(file, running, paths) {
         let key = ObjectKey::of(&pod.metadata);
@@ -94,16 +90,39 @@ pub fn plan(file: &LabFile, running: &Cluster, paths: &LabPaths) -> Result<Clust
         }
     }
     desired.services = services::plan(&file.spec, &file.services, running)?;
-    for slice in &file.endpoint_slices {
-        let key = ObjectKey::of(&slice.metadata);
-        if !desired.namespaces.contains_key(&key.namespace) {
-            return Err(missing_namespace(format!("EndpointSlice {key}"), &key.namespace));
-        }
-        let mut slice = slice.clone();
-        slice.metadata.namespace = Some(key.namespace.clone());
-        desired.endpoint_slices.insert(key, slice);
-    }
+    desired.endpoint_slices = in_namespaces(&file.endpoint_slices, &desired.namespaces)?;
+    desired.network_policies = in_namespaces(&file.network_policies, &desired.namespaces)?;
     Ok(desired)
+}
+
+/// Refuses an object (`what`) in a namespace the lab does not have.
+fn missing_namespace(what: String, namespace: &str) -> PlanError {
+    PlanError(format!(
+        "{what}: namespace {namespace:?} does not exist; add a Namespace document for it"
+    ))
+}
+
+/// The file's `objects` as the cluster stores them, by key and with their namespace filled in;
+/// refused when one is in a namespace the cluster does not have.
+fn in_namespaces<T>(
+    objects: &[T],
+    namespaces: &BTreeMap<String, Namespace>,
+) -> Result<BTreeMap<ObjectKey, T>, PlanError>
+where
+    T: Clone + k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta>,
+{
+    objects
+        .iter()
+        .map(|object| {
+            let key = ObjectKey::of(object.metadata());
+            if !namespaces.contains_key(&key.namespace) {
+                return Err(missing_namespace(format!("{} {key}", T::KIND), &key.namespace));
+            }
+            let mut object = object.clone();
+            object.metadata_mut().namespace = Some(key.namespace.clone());
+            Ok((key, object))
+        })
+        .collect()
 }
 
 /// Brings the controller's EndpointSlices of the services `which` (all when `None`) up to date
@@ -416,5 +435,52 @@ mod tests {
             "{removed:?}"
         );
         assert!(cluster.endpoint_slices.is_empty());
+    }
+
+    #[test]
+    fn network_policies_land_in_the_plan_in_their_namespace() {
+        let policy = |name: &str, namespace: Option<&str>| {
+            let namespace = namespace
+                .map(|namespace| format!("  namespace: {namespace}\n"))
+                .unwrap_or_default();
+            format!(
+                "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n{namespace}spec:\n  podSelector: {{matchLabels: {{app: db}}}}\n  policyTypes: [Ingress]\n"
+            )
+        };
+        let shop = "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {team: shop}\n";
+        let lab = file(&format!(
+            "{shop}{}{}",
+            policy("deny", None),
+            policy("deny", Some("shop"))
+        ));
+        let desired = plan(&lab, &Cluster::default(), &paths()).unwrap();
+        let keys: Vec<String> = desired.network_policies.keys().map(ToString::to_string).collect();
+        assert_eq!(keys, ["default/deny", "shop/deny"]);
+        for (key, stored) in &desired.network_policies {
+            assert_eq!(stored.metadata.namespace.as_deref(), Some(key.namespace.as_str()));
+            assert_eq!(
+                stored.spec, lab.network_policies[0].spec,
+                "the file's spec, as written"
+            );
+        }
+        let objects = desired.list(Kind::NetworkPolicy);
+        assert!(
+            objects
+                .iter()
+                .all(|object| matches!(object, Object::NetworkPolicy(_))),
+            "{objects:?}"
+        );
+
+        let refused = plan(
+            &file(&policy("deny", Some("billing"))),
+            &Cluster::default(),
+            &paths(),
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!(
+            refused,
+            "NetworkPolicy billing/deny: namespace \"billing\" does not exist; add a Namespace document for it"
+        );
     }
 }

@@ -243,19 +243,14 @@ impl Lab {
             self.nodes.insert(name.clone(), runtime);
         }
 
-        // The objects: watchers (node agents) see the new nodes and services before the pods
-        // are wired. Pods still terminating stay until they are gone.
-        let mut events = self
-            .cluster
-            .replace(&desired, &[Kind::Node, Kind::Namespace, Kind::Service]);
-        for event in &events {
-            match event {
-                Event::Applied(Object::Service(service)) => {
-                    report(format!("service {} configured", ObjectKey::of(&service.metadata)))
-                }
-                Event::Deleted(Kind::Service, key) => report(format!("service {key} deleted")),
-                _ => {}
-            }
+        // The objects: watchers (node agents) see the new nodes, services and network policies
+        // before the pods are wired. Pods still terminating stay until they are gone.
+        let mut events = self.cluster.replace(
+            &desired,
+            &[Kind::Node, Kind::Namespace, Kind::Service, Kind::NetworkPolicy],
+        );
+        for line in events.iter().filter_map(change_line) {
+            report(line);
         }
         let stale_slices: Vec<ObjectKey> = self
             .cluster
@@ -911,7 +906,72 @@ impl Lab {
     }
 }
 
+/// The line `lab apply` prints for a change of a Service or a NetworkPolicy (other kinds have
+/// lines of their own, or none).
+fn change_line(event: &Event) -> Option<String> {
+    let (kind, key, change) = match event {
+        Event::Applied(object) => (object.kind(), object.key(), "configured"),
+        Event::Deleted(kind, key) => (*kind, key.clone(), "deleted"),
+        _ => return None,
+    };
+    let kind = match kind {
+        Kind::Service => "service",
+        Kind::NetworkPolicy => "networkpolicy",
+        _ => return None,
+    };
+    Some(format!("{kind} {key} {change}"))
+}
+
 /// The copy of the lab file the daemon runs from.
 pub fn lab_file(paths: &LabPaths) -> PathBuf {
     paths.root().join("lab.yaml")
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn meta(name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("shop".into()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn services_and_network_policies_are_reported_as_they_change() {
+        let key = ObjectKey {
+            namespace: "shop".into(),
+            name: "deny".into(),
+        };
+        let events = [
+            Event::Applied(Object::Service(Box::new(Service {
+                metadata: meta("web"),
+                ..Service::default()
+            }))),
+            Event::Applied(Object::NetworkPolicy(Box::new(NetworkPolicy {
+                metadata: meta("deny"),
+                ..NetworkPolicy::default()
+            }))),
+            Event::Deleted(Kind::NetworkPolicy, key.clone()),
+            Event::Deleted(Kind::Service, key),
+            Event::Deleted(Kind::Node, ObjectKey::cluster("node1")),
+            Event::Synced,
+        ];
+        let lines: Vec<String> = events.iter().filter_map(change_line).collect();
+        assert_eq!(
+            lines,
+            [
+                "service shop/web configured",
+                "networkpolicy shop/deny configured",
+                "networkpolicy shop/deny deleted",
+                "service shop/deny deleted",
+            ]
+        );
+    }
 }

@@ -170,3 +170,61 @@ async fn watch(hub: &WatchHub, kinds: &[Kind], writer: OwnedWriteHalf) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use podnet_model::Object;
+
+    use super::*;
+
+    fn meta(name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("shop".into()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn events(lines: &[Arc<Line>]) -> Vec<Event> {
+        lines
+            .iter()
+            .map(|line| serde_json::from_slice(&line.bytes).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_watch_lists_and_follows_only_the_kinds_it_asks_for() {
+        let hub = WatchHub::new(16);
+        let policy = Object::NetworkPolicy(Box::new(NetworkPolicy {
+            metadata: meta("deny"),
+            ..NetworkPolicy::default()
+        }));
+        let service = Object::Service(Box::new(Service {
+            metadata: meta("web"),
+            ..Service::default()
+        }));
+        hub.publish(vec![
+            Event::Applied(policy.clone()),
+            Event::Applied(service.clone()),
+        ]);
+        let (initial, mut changes) = hub.subscribe(&[Kind::NetworkPolicy]);
+        assert_eq!(
+            events(&initial),
+            [
+                Event::Relisting(Kind::NetworkPolicy),
+                Event::Applied(policy.clone()),
+                Event::Listed(Kind::NetworkPolicy),
+                Event::Synced,
+            ]
+        );
+        let gone = Event::Deleted(Kind::NetworkPolicy, policy.key());
+        hub.publish(vec![Event::Applied(service), gone.clone()]);
+        let followed: Vec<Arc<Line>> = std::iter::from_fn(|| changes.try_recv().ok())
+            .filter(|line| line.concerns(&[Kind::NetworkPolicy]))
+            .collect();
+        assert_eq!(events(&followed), [gone]);
+    }
+}

@@ -32,7 +32,9 @@ use ipnet::{IpNet, Ipv4Net};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use podnet_model::Backend;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use podnet_model::{Backend, ObjectKey};
 
 use crate::controlplane::nodes;
 use crate::topology::EXTERNAL_ADDRESS;
@@ -67,6 +69,8 @@ pub struct LabFile {
     pub services: Vec<Service>,
     /// EndpointSlice documents (for services without a selector).
     pub endpoint_slices: Vec<EndpointSlice>,
+    /// NetworkPolicy documents.
+    pub network_policies: Vec<NetworkPolicy>,
 }
 
 /// A node of the lab: its name and labels.
@@ -293,13 +297,14 @@ fn default_node_mask() -> u8 {
 }
 
 /// The kinds a lab file may hold, with their `apiVersion`.
-const KINDS: [(&str, &str); 7] = [
+const KINDS: [(&str, &str); 8] = [
     ("Lab", API_VERSION),
     ("Namespace", "v1"),
     ("Pod", "v1"),
     ("Service", "v1"),
     ("Deployment", "apps/v1"),
     ("EndpointSlice", "discovery.k8s.io/v1"),
+    ("NetworkPolicy", "networking.k8s.io/v1"),
     ("", ""),
 ];
 
@@ -330,6 +335,7 @@ pub fn parse(text: &str) -> Result<LabFile, SpecError> {
         deployments: Vec::new(),
         services: Vec::new(),
         endpoint_slices: Vec::new(),
+        network_policies: Vec::new(),
     };
     for (index, document) in documents.into_iter().enumerate() {
         let number = index + 1;
@@ -358,7 +364,7 @@ pub fn parse(text: &str) -> Result<LabFile, SpecError> {
                 return Err(error(
                     Some(format!("{kind} {name}")),
                     format!(
-                        "kind {kind} is not supported by podnet lab yet (it runs Namespace, Pod, Deployment, Service and EndpointSlice)"
+                        "kind {kind} is not supported by podnet lab yet (it runs Namespace, Pod, Deployment, Service, EndpointSlice and NetworkPolicy)"
                     ),
                 ));
             }
@@ -416,6 +422,11 @@ pub fn parse(text: &str) -> Result<LabFile, SpecError> {
                 let slice: EndpointSlice = decode(document).map_err(fail)?;
                 validate::endpoint_slice(&slice).map_err(fail)?;
                 file.endpoint_slices.push(slice);
+            }
+            "NetworkPolicy" => {
+                let policy: NetworkPolicy = decode(document).map_err(fail)?;
+                validate::network_policy(&policy).map_err(fail)?;
+                file.network_policies.push(policy);
             }
             _ => unreachable!("kinds are checked above"),
         }
@@ -659,32 +670,15 @@ fn address_range(text: &str) -> Option<AddressRange> {
     })
 }
 
+/// Refuses two objects of one kind with the same name (in the same namespace).
 fn check_unique(file: &LabFile) -> Result<(), SpecError> {
     let mut seen = std::collections::HashSet::new();
-    let keys = file
-        .namespaces
-        .iter()
-        .map(|ns| ("Namespace", podnet_model::ObjectKey::of(&ns.metadata)))
-        .chain(
-            file.pods
-                .iter()
-                .map(|pod| ("Pod", podnet_model::ObjectKey::of(&pod.metadata))),
-        )
-        .chain(
-            file.deployments
-                .iter()
-                .map(|d| ("Deployment", podnet_model::ObjectKey::of(&d.metadata))),
-        )
-        .chain(
-            file.services
-                .iter()
-                .map(|service| ("Service", podnet_model::ObjectKey::of(&service.metadata))),
-        )
-        .chain(
-            file.endpoint_slices
-                .iter()
-                .map(|slice| ("EndpointSlice", podnet_model::ObjectKey::of(&slice.metadata))),
-        );
+    let keys = keyed(&file.namespaces)
+        .chain(keyed(&file.pods))
+        .chain(keyed(&file.deployments))
+        .chain(keyed(&file.services))
+        .chain(keyed(&file.endpoint_slices))
+        .chain(keyed(&file.network_policies));
     for (kind, key) in keys {
         let key = if kind == "Namespace" {
             key.name.clone()
@@ -700,6 +694,16 @@ fn check_unique(file: &LabFile) -> Result<(), SpecError> {
         }
     }
     Ok(())
+}
+
+/// Each object's kind and key.
+fn keyed<T>(objects: &[T]) -> impl Iterator<Item = (&'static str, ObjectKey)> + '_
+where
+    T: k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta>,
+{
+    objects
+        .iter()
+        .map(|object| (T::KIND, ObjectKey::of(object.metadata())))
 }
 
 #[cfg(test)]
@@ -966,5 +970,302 @@ mod tests {
                 assert!(err.contains("Service default/web"), "{err}");
             }
         }
+    }
+
+    /// The NetworkPolicy example of the Kubernetes documentation (concepts/services-networking/
+    /// network-policies), with the `namespace` line dropped.
+    const DOCS_POLICY: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: test-network-policy
+spec:
+  podSelector:
+    matchLabels:
+      role: db
+  policyTypes:
+  - Ingress
+  - Egress
+  ingress:
+  - from:
+    - ipBlock:
+        cidr: 172.17.0.0/16
+        except:
+        - 172.17.1.0/24
+    - namespaceSelector:
+        matchLabels:
+          project: myproject
+    - podSelector:
+        matchLabels:
+          role: frontend
+    ports:
+    - protocol: TCP
+      port: 6379
+  egress:
+  - to:
+    - ipBlock:
+        cidr: 10.0.0.0/24
+    ports:
+    - protocol: TCP
+      port: 5978
+";
+
+    /// A NetworkPolicy `default/web` with `spec` (indented by two).
+    fn policy(spec: &str) -> String {
+        format!(
+            "{HEADER}---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: web\nspec:\n{spec}"
+        )
+    }
+
+    #[test]
+    fn network_policies_of_the_kubernetes_docs_are_accepted() {
+        let file = parse(&format!("{HEADER}---\n{DOCS_POLICY}")).unwrap();
+        assert_eq!(file.network_policies.len(), 1);
+        let spec = file.network_policies[0].spec.as_ref().unwrap();
+        assert_eq!(
+            spec.policy_types.as_deref(),
+            Some(&["Ingress".to_owned(), "Egress".to_owned()][..])
+        );
+        let from = spec.ingress.as_ref().unwrap()[0].from.as_ref().unwrap();
+        assert_eq!(
+            from[0].ip_block.as_ref().unwrap().except.as_deref(),
+            Some(&["172.17.1.0/24".to_owned()][..])
+        );
+
+        let accepted = [
+            // Default deny of all ingress and all egress.
+            "  podSelector: {}\n  policyTypes: [Ingress, Egress]\n",
+            // Allow all ingress.
+            "  podSelector: {}\n  ingress:\n  - {}\n  policyTypes: [Ingress]\n",
+            // No spec at all: every pod of the namespace, ingress denied.
+            "",
+            // A port range.
+            "  podSelector:\n    matchLabels: {role: db}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - ipBlock: {cidr: 10.0.0.0/24}\n    ports:\n    - {protocol: TCP, port: 32000, endPort: 32768}\n",
+            // Pods of some namespaces, by expressions; a named port; UDP and SCTP.
+            "  podSelector:\n    matchExpressions:\n    - {key: app, operator: In, values: [web, api]}\n    - {key: legacy, operator: DoesNotExist}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchExpressions: [{key: team, operator: NotIn, values: [qa]}]\n      podSelector:\n        matchLabels: {app.kubernetes.io/name: client}\n    ports:\n    - {port: http}\n    - {protocol: UDP, port: 53}\n    - {protocol: SCTP}\n",
+            // IPv6 blocks.
+            "  podSelector: {}\n  egress:\n  - to:\n    - ipBlock: {cidr: \"2001:db8::/32\", except: [\"2001:db8:1::/48\"]}\n",
+        ];
+        for spec in accepted {
+            let text = if spec.is_empty() {
+                policy("").replace("spec:\n", "")
+            } else {
+                policy(spec)
+            };
+            parse(&text).unwrap_or_else(|err| panic!("{text}\n=> {err}"));
+        }
+    }
+
+    #[test]
+    fn bad_network_policies_are_refused_naming_object_and_field() {
+        let peer = |peer: &str| {
+            policy(&format!(
+                "  podSelector: {{}}\n  ingress:\n  - from:\n    - {peer}\n"
+            ))
+        };
+        let to = |peer: &str| {
+            policy(&format!(
+                "  podSelector: {{}}\n  egress:\n  - to:\n    - {peer}\n"
+            ))
+        };
+        let port = |port: &str| {
+            policy(&format!(
+                "  podSelector: {{}}\n  ingress:\n  - ports:\n    - {port}\n"
+            ))
+        };
+        let selector = |selector: &str| policy(&format!("  podSelector: {selector}\n"));
+        let cases = [
+            (
+                port("{protocol: ICMP, port: 80}"),
+                "spec.ingress[0].ports[0].protocol: Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
+            ),
+            (
+                port("{port: 0}"),
+                "spec.ingress[0].ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive",
+            ),
+            (
+                port("{port: 70000}"),
+                "spec.ingress[0].ports[0].port: Invalid value: 70000: must be between 1 and 65535",
+            ),
+            (
+                port("{port: Not_A_Name}"),
+                "spec.ingress[0].ports[0].port: Invalid value: \"Not_A_Name\": must be a port number or an IANA service name",
+            ),
+            (
+                port("{port: web-server-port-1}"),
+                "spec.ingress[0].ports[0].port: Invalid value: \"web-server-port-1\"",
+            ),
+            (
+                port("{port: \"8080\"}"),
+                "spec.ingress[0].ports[0].port: Invalid value: \"8080\"",
+            ),
+            (
+                port("{port: -web}"),
+                "spec.ingress[0].ports[0].port: Invalid value: \"-web\"",
+            ),
+            (
+                port("{port: web-}"),
+                "spec.ingress[0].ports[0].port: Invalid value: \"web-\"",
+            ),
+            (
+                port("{port: we--b}"),
+                "spec.ingress[0].ports[0].port: Invalid value: \"we--b\"",
+            ),
+            (
+                port("{port: http, endPort: 8080}"),
+                "spec.ingress[0].ports[0].endPort: Invalid value: 8080: may not be specified when `port` is non-numeric",
+            ),
+            (
+                port("{port: 8080, endPort: 80}"),
+                "spec.ingress[0].ports[0].endPort: Invalid value: 80: must be greater than or equal to `port`",
+            ),
+            (
+                port("{port: 8080, endPort: 70000}"),
+                "spec.ingress[0].ports[0].endPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+            ),
+            (
+                port("{endPort: 8080}"),
+                "spec.ingress[0].ports[0].endPort: Invalid value: 8080: may not be specified when `port` is not specified",
+            ),
+            (
+                peer("{}"),
+                "spec.ingress[0].from[0]: Required value: must specify a peer",
+            ),
+            (
+                peer("{podSelector: {}, ipBlock: {cidr: 10.0.0.0/8}}"),
+                "spec.ingress[0].from[0]: Forbidden: may not specify both ipBlock and another peer",
+            ),
+            (
+                to("{namespaceSelector: {}, ipBlock: {cidr: 10.0.0.0/8}}"),
+                "spec.egress[0].to[0]: Forbidden: may not specify both ipBlock and another peer",
+            ),
+            (
+                to("{ipBlock: {cidr: 10.0.0.0}}"),
+                "spec.egress[0].to[0].ipBlock.cidr: Invalid value: \"10.0.0.0\": must be a valid CIDR value",
+            ),
+            (
+                to("{ipBlock: {cidr: 10.0.0.0/33}}"),
+                "spec.egress[0].to[0].ipBlock.cidr: Invalid value: \"10.0.0.0/33\"",
+            ),
+            (
+                to("{ipBlock: {cidr: \"\"}}"),
+                "spec.egress[0].to[0].ipBlock.cidr: Required value",
+            ),
+            (
+                to("{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/x]}}"),
+                "spec.egress[0].to[0].ipBlock.except[0]: Invalid value: \"10.1.0.0/x\": must be a valid CIDR value",
+            ),
+            (
+                to("{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16, 192.168.0.0/16]}}"),
+                "spec.egress[0].to[0].ipBlock.except[1]: Invalid value: \"192.168.0.0/16\": must be a strict subset of `cidr` \"10.0.0.0/8\"",
+            ),
+            (
+                to("{ipBlock: {cidr: 10.0.0.0/8, except: [10.0.0.0/8]}}"),
+                "spec.egress[0].to[0].ipBlock.except[0]: Invalid value: \"10.0.0.0/8\": must be a strict subset",
+            ),
+            (
+                to("{ipBlock: {cidr: 10.0.0.0/8, except: [\"::/64\"]}}"),
+                "spec.egress[0].to[0].ipBlock.except[0]: Invalid value: \"::/64\": must be a strict subset",
+            ),
+            (
+                peer("{podSelector: {matchLabels: {app: -web}}}"),
+                "spec.ingress[0].from[0].podSelector.matchLabels: app: \"-web\" is not a valid label value",
+            ),
+            (
+                peer("{namespaceSelector: {matchLabels: {Bad Key: x}}}"),
+                "spec.ingress[0].from[0].namespaceSelector.matchLabels: \"Bad Key\" is not a valid label key",
+            ),
+            (
+                selector("{matchExpressions: [{key: app, operator: In}]}"),
+                "spec.podSelector.matchExpressions[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'",
+            ),
+            (
+                selector("{matchExpressions: [{key: app, operator: NotIn, values: []}]}"),
+                "spec.podSelector.matchExpressions[0].values: Required value",
+            ),
+            (
+                selector("{matchExpressions: [{key: app, operator: Exists, values: [web]}]}"),
+                "spec.podSelector.matchExpressions[0].values: Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+            ),
+            (
+                selector("{matchExpressions: [{key: app, operator: DoesNotExist, values: [web]}]}"),
+                "spec.podSelector.matchExpressions[0].values: Forbidden",
+            ),
+            (
+                selector("{matchExpressions: [{key: tier, operator: Gt, values: [\"1\"]}]}"),
+                "spec.podSelector.matchExpressions[0].operator: Invalid value: \"Gt\": not a valid selector operator",
+            ),
+            (
+                selector("{matchExpressions: [{key: a/b/c, operator: Exists}]}"),
+                "spec.podSelector.matchExpressions[0].key: \"a/b/c\" is not a valid label key",
+            ),
+            (
+                selector("{matchExpressions: [{key: app, operator: In, values: [ok, not ok]}]}"),
+                "spec.podSelector.matchExpressions[0].values[1]: \"not ok\" is not a valid label value",
+            ),
+            (
+                to("{namespaceSelector: {matchExpressions: [{key: team, operator: Exists, values: [a]}]}}"),
+                "spec.egress[0].to[0].namespaceSelector.matchExpressions[0].values: Forbidden",
+            ),
+            (
+                policy("  podSelector: {}\n  policyTypes: [Ingress, Sideways]\n"),
+                "spec.policyTypes[1]: Unsupported value: \"Sideways\": supported values: \"Ingress\", \"Egress\"",
+            ),
+            (
+                policy("  podSelector: {}\n  policyTypes: [Egress, Egress]\n"),
+                "spec.policyTypes[1]: Duplicate value: \"Egress\"",
+            ),
+            (
+                policy(
+                    "  podSelector: {}\n  ingress:\n  - from:\n    - podSelector: {}\n  - ports:\n    - {port: 80, protocol: icmp}\n",
+                ),
+                "spec.ingress[1].ports[0].protocol: Unsupported value: \"icmp\"",
+            ),
+            (
+                policy("  podSelector: []\n"),
+                "spec.podSelector: invalid type: sequence",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(&text).expect_err(&text).to_string();
+            assert!(err.contains(expected), "{text}\n=> {err}");
+            assert!(err.contains("(NetworkPolicy default/web)"), "{err}");
+        }
+    }
+
+    #[test]
+    fn network_policy_names_and_duplicates_are_refused() {
+        let named = |name: &str, namespace: &str| {
+            format!(
+                "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  podSelector: {{}}\n"
+            )
+        };
+        let refusals = [
+            (
+                format!("{HEADER}{}", named("Deny_All", "default")),
+                "document 2 (NetworkPolicy default/Deny_All): metadata.name: \"Deny_All\" is not a valid name",
+            ),
+            (
+                format!("{HEADER}{}{}", named("deny", "shop"), named("deny", "shop")),
+                "NetworkPolicy shop/deny is defined twice",
+            ),
+            (
+                format!(
+                    "{HEADER}---\napiVersion: networking.k8s.io/v1beta1\nkind: NetworkPolicy\nmetadata:\n  name: deny\n"
+                ),
+                "apiVersion must be \"networking.k8s.io/v1\", not \"networking.k8s.io/v1beta1\"",
+            ),
+        ];
+        for (text, expected) in refusals {
+            let err = parse(&text).expect_err(&text).to_string();
+            assert!(err.contains(expected), "{text}\n=> {err}");
+        }
+        // A DNS subdomain, dots included; the same name in two namespaces is two policies.
+        let file = parse(&format!(
+            "{HEADER}{}{}",
+            named("deny.all", "shop"),
+            named("deny.all", "default")
+        ))
+        .unwrap();
+        assert_eq!(file.network_policies.len(), 2);
     }
 }

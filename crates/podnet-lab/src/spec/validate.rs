@@ -5,9 +5,12 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
+use ipnet::IpNet;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PodSpec, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::LabFile;
@@ -378,6 +381,174 @@ pub(super) fn endpoint_slice(slice: &EndpointSlice) -> Result<(), String> {
     Ok(())
 }
 
+/// The directions a NetworkPolicy may apply to (`spec.policyTypes`).
+const POLICY_TYPES: [&str; 2] = ["Ingress", "Egress"];
+/// The operators of a label selector's `matchExpressions`.
+const SELECTOR_OPERATORS: [&str; 4] = ["In", "NotIn", "Exists", "DoesNotExist"];
+
+/// A NetworkPolicy's spec, as the API server checks it: its selectors, every rule's ports and
+/// peers, and the policy types (each at most once).
+pub(super) fn network_policy(policy: &NetworkPolicy) -> Result<(), String> {
+    // No spec is an empty one, as the API server reads it: every pod of the namespace, ingress.
+    let Some(spec) = &policy.spec else {
+        return Ok(());
+    };
+    if let Some(selector) = &spec.pod_selector {
+        label_selector(selector, "spec.podSelector")?;
+    }
+    for (index, rule) in spec.ingress.iter().flatten().enumerate() {
+        let field = format!("spec.ingress[{index}]");
+        policy_ports(rule.ports.as_deref(), &field)?;
+        policy_peers(rule.from.as_deref(), &format!("{field}.from"))?;
+    }
+    for (index, rule) in spec.egress.iter().flatten().enumerate() {
+        let field = format!("spec.egress[{index}]");
+        policy_ports(rule.ports.as_deref(), &field)?;
+        policy_peers(rule.to.as_deref(), &format!("{field}.to"))?;
+    }
+    let policy_types = spec.policy_types.as_deref().unwrap_or_default();
+    for (index, policy_type) in policy_types.iter().enumerate() {
+        let field = format!("spec.policyTypes[{index}]");
+        if !POLICY_TYPES.contains(&policy_type.as_str()) {
+            return Err(unsupported(&field, policy_type, &POLICY_TYPES));
+        }
+        if policy_types[..index].contains(policy_type) {
+            return Err(format!("{field}: Duplicate value: {policy_type:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// The `ports` of the rule at `rule`: a protocol, and a port number (with an optional `endPort`
+/// closing a range) or a port name.
+fn policy_ports(ports: Option<&[NetworkPolicyPort]>, rule: &str) -> Result<(), String> {
+    for (index, port) in ports.unwrap_or_default().iter().enumerate() {
+        let field = format!("{rule}.ports[{index}]");
+        if let Some(protocol) = &port.protocol
+            && !PROTOCOLS.contains(&protocol.as_str())
+        {
+            return Err(unsupported(&format!("{field}.protocol"), protocol, &PROTOCOLS));
+        }
+        let end_port =
+            |end: i32, message: &str| Err(format!("{field}.endPort: Invalid value: {end}: {message}"));
+        match (&port.port, port.end_port) {
+            (Some(IntOrString::Int(number)), end) => {
+                port_number(*number, &format!("{field}.port"))?;
+                if let Some(end) = end {
+                    if end < *number {
+                        return end_port(end, "must be greater than or equal to `port`");
+                    }
+                    port_number(end, &format!("{field}.endPort"))?;
+                }
+            }
+            (Some(IntOrString::String(_)), Some(end)) => {
+                return end_port(
+                    end,
+                    "may not be specified when `port` is non-numeric; give the range's first port as a number",
+                );
+            }
+            (Some(IntOrString::String(name)), None) => port_name(name, &format!("{field}.port"))?,
+            (None, Some(end)) => return end_port(end, "may not be specified when `port` is not specified"),
+            (None, None) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The peers of a rule (`from` or `to`): each selects pods, namespaces or an address block.
+fn policy_peers(peers: Option<&[NetworkPolicyPeer]>, list: &str) -> Result<(), String> {
+    for (index, peer) in peers.unwrap_or_default().iter().enumerate() {
+        let field = format!("{list}[{index}]");
+        if let Some(selector) = &peer.pod_selector {
+            label_selector(selector, &format!("{field}.podSelector"))?;
+        }
+        if let Some(selector) = &peer.namespace_selector {
+            label_selector(selector, &format!("{field}.namespaceSelector"))?;
+        }
+        if let Some(block) = &peer.ip_block {
+            ip_block(block, &format!("{field}.ipBlock"))?;
+        }
+        let selects = peer.pod_selector.is_some() || peer.namespace_selector.is_some();
+        match (selects, peer.ip_block.is_some()) {
+            (false, false) => {
+                return Err(format!(
+                    "{field}: Required value: must specify a peer: podSelector, namespaceSelector or ipBlock"
+                ));
+            }
+            (true, true) => {
+                return Err(format!(
+                    "{field}: Forbidden: may not specify both ipBlock and another peer; make them two peers"
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// An address block: a CIDR, and exceptions strictly inside it.
+fn ip_block(block: &IPBlock, field: &str) -> Result<(), String> {
+    if block.cidr.is_empty() {
+        return Err(format!("{field}.cidr: Required value"));
+    }
+    let network = cidr(&block.cidr, &format!("{field}.cidr"))?;
+    for (index, except) in block.except.iter().flatten().enumerate() {
+        let field = format!("{field}.except[{index}]");
+        let excepted = cidr(except, &field)?;
+        if !network.contains(&excepted) || excepted.prefix_len() <= network.prefix_len() {
+            return Err(format!(
+                "{field}: Invalid value: {except:?}: must be a strict subset of `cidr` {:?}",
+                block.cidr
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A CIDR of either family, for `field`.
+fn cidr(text: &str, field: &str) -> Result<IpNet, String> {
+    text.parse().map_err(|_| {
+        format!(
+            "{field}: Invalid value: {text:?}: must be a valid CIDR value (e.g. 10.9.8.0/24 or 2001:db8::/64)"
+        )
+    })
+}
+
+/// A label selector as the API server checks it: valid `matchLabels`, and `matchExpressions`
+/// with a valid key, a known operator and the values that operator takes.
+fn label_selector(selector: &LabelSelector, field: &str) -> Result<(), String> {
+    for (key, value) in selector.match_labels.iter().flatten() {
+        label(key, value).map_err(|message| format!("{field}.matchLabels: {message}"))?;
+    }
+    for (index, requirement) in selector.match_expressions.iter().flatten().enumerate() {
+        let field = format!("{field}.matchExpressions[{index}]");
+        let values = requirement.values.as_deref().unwrap_or_default();
+        match requirement.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => {
+                return Err(format!(
+                    "{field}.values: Required value: must be specified when `operator` is 'In' or 'NotIn'"
+                ));
+            }
+            "Exists" | "DoesNotExist" if !values.is_empty() => {
+                return Err(format!(
+                    "{field}.values: Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"
+                ));
+            }
+            operator if SELECTOR_OPERATORS.contains(&operator) => {}
+            operator => {
+                return Err(format!(
+                    "{field}.operator: Invalid value: {operator:?}: not a valid selector operator; use In, NotIn, Exists or DoesNotExist"
+                ));
+            }
+        }
+        label_key(&requirement.key).map_err(|message| format!("{field}.key: {message}"))?;
+        for (which, value) in values.iter().enumerate() {
+            label_value(value).map_err(|message| format!("{field}.values[{which}]: {message}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// The checks that need the Lab header: fixed addresses and ports inside the lab's ranges.
 /// Errors carry the object they concern.
 pub(super) fn service_ranges(file: &LabFile) -> Result<(), (String, String)> {
@@ -488,26 +659,39 @@ fn unsupported(field: &str, value: &str, supported: &[&str]) -> String {
 
 /// A label key (optionally `prefix/`) and value, as Kubernetes allows them.
 pub(crate) fn label(key: &str, value: &str) -> Result<(), String> {
+    label_key(key)?;
+    label_value(value).map_err(|message| format!("{key}: {message}"))
+}
+
+/// A label key: a name of at most 63 characters, optionally behind a DNS subdomain prefix and '/'.
+fn label_key(key: &str) -> Result<(), String> {
     let (prefix, name) = match key.rsplit_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
     };
-    let qualified = |text: &str, max: usize| {
-        !text.is_empty()
-            && text.len() <= max
-            && text
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            && text.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && text.ends_with(|c: char| c.is_ascii_alphanumeric())
-    };
-    if !qualified(name, 63) || prefix.is_some_and(|prefix| check_name(prefix, 253).is_err()) {
+    if !label_text(name) || prefix.is_some_and(|prefix| check_name(prefix, 253).is_err()) {
         return Err(format!("{key:?} is not a valid label key"));
     }
-    if !value.is_empty() && !qualified(value, 63) {
-        return Err(format!("{key}: {value:?} is not a valid label value"));
+    Ok(())
+}
+
+/// A label value: empty, or at most 63 characters as a label key's name.
+fn label_value(value: &str) -> Result<(), String> {
+    if !value.is_empty() && !label_text(value) {
+        return Err(format!("{value:?} is not a valid label value"));
     }
     Ok(())
+}
+
+/// At most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit.
+fn label_text(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && text.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && text.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 /// Kubernetes' rule for most names (RFC 1123): lower-case letters, digits, '-' and '.', starting

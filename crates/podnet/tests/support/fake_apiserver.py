@@ -1,8 +1,9 @@
 """A stand-in for the Kubernetes API server, for tests of podnet in cluster mode.
 
-Serves Nodes, Namespaces, Services and EndpointSlices the way the API server does for a list-then-watch
-client (kube-rs's watcher): `GET /api/v1/nodes` (or `/api/v1/services`,
-`/apis/discovery.k8s.io/v1/endpointslices`) lists them with the collection's resourceVersion,
+Serves Nodes, Namespaces, Pods, Services, EndpointSlices and NetworkPolicies the way the API server
+does for a list-then-watch client (kube-rs's watcher): `GET /api/v1/nodes` (or `/api/v1/pods`,
+`/api/v1/services`, `/apis/discovery.k8s.io/v1/endpointslices`,
+`/apis/networking.k8s.io/v1/networkpolicies`) lists them with the collection's resourceVersion,
 and the same path with `watch=true` streams ADDED/MODIFIED/DELETED events as JSON lines
 (chunked). A test changes the cluster with `POST /podnet-test/event` and an event as the body
 (the object's `kind` says its collection): the event is applied and sent to every open watch
@@ -22,8 +23,10 @@ from urllib.parse import parse_qs, urlparse
 KINDS = {
     "Node": ("/api/v1/nodes", "v1", "NodeList"),
     "Namespace": ("/api/v1/namespaces", "v1", "NamespaceList"),
+    "Pod": ("/api/v1/pods", "v1", "PodList"),
     "Service": ("/api/v1/services", "v1", "ServiceList"),
     "EndpointSlice": ("/apis/discovery.k8s.io/v1/endpointslices", "discovery.k8s.io/v1", "EndpointSliceList"),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1/networkpolicies", "networking.k8s.io/v1", "NetworkPolicyList"),
 }
 PATHS = {path: kind for kind, (path, _, _) in KINDS.items()}
 

@@ -416,6 +416,24 @@ impl Lab {
         self.podnet(&full)
     }
 
+    /// `podnet lab exec --lab NAME -n NAMESPACE POD -- ARGS`, whatever its outcome.
+    pub fn exec_in(&self, namespace: &str, pod: &str, args: &[&str]) -> Output {
+        let mut full = vec!["lab", "exec", "--lab", &self.name, "-n", namespace, pod, "--"];
+        full.extend_from_slice(args);
+        self.podnet(&full)
+    }
+
+    /// The IP of pod NAMESPACE/POD, from `lab status`.
+    pub fn pod_ip_in(&self, namespace: &str, pod: &str) -> String {
+        let status = self.status();
+        status
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .find(|columns| columns.first() == Some(&namespace) && columns.get(1) == Some(&pod))
+            .and_then(|columns| columns.get(5).map(|ip| (*ip).to_owned()))
+            .unwrap_or_else(|| panic!("pod {namespace}/{pod} not in\n{status}"))
+    }
+
     pub fn status(&self) -> String {
         let output = self.podnet(&["lab", "status", "--lab", &self.name]);
         assert!(

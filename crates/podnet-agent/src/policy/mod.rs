@@ -1,0 +1,281 @@
+//! NetworkPolicy: which traffic this node's pods may receive and send.
+//!
+//! Every packet a node forwards to or from one of its pods passes the `forward` hook: routed
+//! traffic between nodes, traffic DNATed by the service proxy (already translated there, so
+//! ports and peers are judged on the destination pod), and traffic between two pods of the
+//! node's bridge (bridged frames meet the IPv4 hooks because `bridge-nf-call-iptables` is on in
+//! every namespace of this kernel). Traffic the node itself sends (kubelet's probes,
+//! hostNetwork pods) leaves through `output` and is never judged, as the API asks.
+//!
+//! Table `ip podnet-policy`, with fixed rules that look everything up in sets, so a packet
+//! costs the same few lookups whatever the number of policies and pods:
+//!
+//! ```text
+//! forward:  ct state established,related accept        replies and admitted connections
+//!           ip saddr @egress-isolated jump egress      the client's side
+//!           ip daddr @ingress-isolated jump ingress    the server's side
+//! egress:   ip saddr . ip daddr @egress-any return                                   allowed
+//!           ip saddr . ip daddr . meta l4proto . th dport @egress-ports return
+//!           drop
+//! ingress:  the same, keyed by ip daddr . ip saddr
+//! ```
+//!
+//! A connection is judged by its first packet; once admitted, conntrack carries the rest, so a
+//! connection established before a policy that denies it goes on until it ends (as with
+//! Calico's and Cilium's defaults); new ones are refused. Every change is one nft transaction:
+//! no packet ever sees half of it.
+
+mod plan;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::{IpNet, Ipv4Net};
+use podnet_model::{Event, Kind, Mirror, Object};
+use podnet_nft::registry::{POLICY_TABLE, priority};
+use podnet_nft::{Chain, ChainType, Datum, Element, Hook, Kernel, Set, Syncer};
+
+use crate::controller::{Controller, Reconciled};
+pub use plan::{PodInfo, PolicyInfo};
+
+/// The sets, named for the direction and what they hold.
+const INGRESS_ISOLATED: &str = "ingress-isolated";
+const EGRESS_ISOLATED: &str = "egress-isolated";
+const INGRESS_ANY: &str = "ingress-any";
+const EGRESS_ANY: &str = "egress-any";
+const INGRESS_PORTS: &str = "ingress-ports";
+const EGRESS_PORTS: &str = "egress-ports";
+
+/// The policy controller of one node.
+pub struct Policy {
+    node: String,
+    pods: Mirror<PodInfo>,
+    namespaces: Mirror<BTreeMap<String, String>>,
+    policies: Mirror<PolicyInfo>,
+    syncer: Syncer<&'static str, Kernel>,
+}
+
+impl Policy {
+    /// The policy controller of node `node`.
+    pub fn new(node: &str) -> Self {
+        let mut syncer = Syncer::new(POLICY_TABLE, Kernel::new());
+        for set in sets() {
+            syncer.put_set(set);
+        }
+        for chain in chains() {
+            syncer.put_chain(chain);
+        }
+        Policy {
+            node: node.to_owned(),
+            pods: Mirror::new(Kind::Pod),
+            namespaces: Mirror::new(Kind::Namespace),
+            policies: Mirror::new(Kind::NetworkPolicy),
+            syncer,
+        }
+    }
+}
+
+/// The table's sets.
+fn sets() -> Vec<Set> {
+    let pair = "type ipv4_addr . ipv4_addr";
+    let tuple = "type ipv4_addr . ipv4_addr . inet_proto . inet_service";
+    vec![
+        Set::new(INGRESS_ISOLATED, "type ipv4_addr"),
+        Set::new(EGRESS_ISOLATED, "type ipv4_addr"),
+        Set::new(INGRESS_ANY, pair).interval(),
+        Set::new(EGRESS_ANY, pair).interval(),
+        Set::new(INGRESS_PORTS, tuple).interval(),
+        Set::new(EGRESS_PORTS, tuple).interval(),
+    ]
+}
+
+/// The table's chains: the hook, then one chain per direction.
+fn chains() -> Vec<Chain> {
+    let direction = |name: &str, local: &str, peer: &str, any: &str, ports: &str| {
+        Chain::regular(
+            name,
+            vec![
+                format!("ip {local} . ip {peer} @{any} return"),
+                format!("ip {local} . ip {peer} . meta l4proto . th dport @{ports} return"),
+                "drop".to_owned(),
+            ],
+        )
+    };
+    vec![
+        Chain::base(
+            "forward",
+            ChainType::Filter,
+            Hook::Forward,
+            priority::FILTER,
+            vec![
+                "ct state established,related accept".to_owned(),
+                format!("ip saddr @{EGRESS_ISOLATED} jump egress"),
+                format!("ip daddr @{INGRESS_ISOLATED} jump ingress"),
+            ],
+        ),
+        direction("egress", "saddr", "daddr", EGRESS_ANY, EGRESS_PORTS),
+        direction("ingress", "daddr", "saddr", INGRESS_ANY, INGRESS_PORTS),
+    ]
+}
+
+/// The elements of one direction's sets.
+fn elements(
+    direction: &plan::Direction,
+    isolated: &'static str,
+    any: &'static str,
+    ports: &'static str,
+) -> Vec<(&'static str, Element)> {
+    let prefix = |block: Ipv4Net| Datum::Prefix(IpNet::V4(block));
+    let local = |address: Ipv4Addr| Datum::Prefix(IpNet::V4(Ipv4Net::from(address)));
+    let mut out: Vec<(&'static str, Element)> = direction
+        .isolated
+        .iter()
+        .map(|address| (isolated, Element::key([Datum::Ipv4(*address)])))
+        .collect();
+    out.extend(
+        direction
+            .any
+            .iter()
+            .map(|(address, peer)| (any, Element::key([local(*address), prefix(*peer)]))),
+    );
+    out.extend(
+        direction
+            .ports
+            .iter()
+            .map(|(address, peer, protocol, first, last)| {
+                let key = [
+                    local(*address),
+                    prefix(*peer),
+                    Datum::Protocol(*protocol),
+                    Datum::PortRange(*first, *last),
+                ];
+                (ports, Element::key(key))
+            }),
+    );
+    out
+}
+
+impl Controller for Policy {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::Pod, Kind::Namespace, Kind::NetworkPolicy]
+    }
+
+    fn observe(&mut self, event: &Event) {
+        self.pods.apply(event, |object| match object {
+            Object::Pod(pod) => Some(PodInfo::of(pod)),
+            _ => None,
+        });
+        self.namespaces.apply(event, |object| match object {
+            Object::Namespace(namespace) => Some(namespace.metadata.labels.clone().unwrap_or_default()),
+            _ => None,
+        });
+        self.policies.apply(event, |object| match object {
+            Object::NetworkPolicy(policy) => Some(PolicyInfo {
+                namespace: policy
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+                spec: policy.spec.clone().unwrap_or_default(),
+            }),
+            _ => None,
+        });
+    }
+
+    fn reconcile(&mut self) -> Result<Reconciled, String> {
+        let namespaces: BTreeMap<String, BTreeMap<String, String>> = self
+            .namespaces
+            .objects()
+            .iter()
+            .map(|(key, labels)| (key.name.clone(), labels.clone()))
+            .collect();
+        let plan = plan::plan(
+            &self.node,
+            &plan::Cluster {
+                pods: self.pods.objects().values().collect(),
+                namespaces: &namespaces,
+                policies: self.policies.objects().values().collect(),
+            },
+        );
+        let ingress = elements(&plan.ingress, INGRESS_ISOLATED, INGRESS_ANY, INGRESS_PORTS);
+        let egress = elements(&plan.egress, EGRESS_ISOLATED, EGRESS_ANY, EGRESS_PORTS);
+        // One group per set, so that a set nothing is left in is emptied too.
+        for set in [
+            INGRESS_ISOLATED,
+            INGRESS_ANY,
+            INGRESS_PORTS,
+            EGRESS_ISOLATED,
+            EGRESS_ANY,
+            EGRESS_PORTS,
+        ] {
+            let members = ingress
+                .iter()
+                .chain(&egress)
+                .filter(|(name, _)| *name == set)
+                .map(|(name, element)| (*name, element.clone()));
+            self.syncer.put_group(set, members);
+        }
+        self.syncer.verify().map_err(|err| err.to_string())?;
+        let committed = self.syncer.commit().map_err(|err| err.to_string())?;
+        let changes = if committed.is_empty() {
+            Vec::new()
+        } else {
+            vec![format!(
+                "policies: {} pods isolated for ingress, {} for egress",
+                plan.ingress.isolated.len(),
+                plan.egress.isolated.len()
+            )]
+        };
+        Ok(Reconciled {
+            changes,
+            ..Reconciled::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rules_look_everything_up_in_sets() {
+        let chains = chains();
+        assert_eq!(
+            chains[0].rules,
+            [
+                "ct state established,related accept",
+                "ip saddr @egress-isolated jump egress",
+                "ip daddr @ingress-isolated jump ingress"
+            ]
+        );
+        assert_eq!(
+            chains[2].rules,
+            [
+                "ip daddr . ip saddr @ingress-any return",
+                "ip daddr . ip saddr . meta l4proto . th dport @ingress-ports return",
+                "drop"
+            ]
+        );
+        let direction = plan::Direction {
+            isolated: [Ipv4Addr::new(10, 0, 0, 2)].into(),
+            any: [(Ipv4Addr::new(10, 0, 0, 2), "10.1.0.0/16".parse().unwrap())].into(),
+            ports: [(Ipv4Addr::new(10, 0, 0, 2), Ipv4Net::default(), 6, 80, 90)].into(),
+        };
+        let text: Vec<String> = elements(&direction, INGRESS_ISOLATED, INGRESS_ANY, INGRESS_PORTS)
+            .iter()
+            .map(|(set, element)| format!("{set}: {}", element.text()))
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "ingress-isolated: 10.0.0.2",
+                "ingress-any: 10.0.0.2/32 . 10.1.0.0/16",
+                "ingress-ports: 10.0.0.2/32 . 0.0.0.0/0 . tcp . 80-90"
+            ]
+        );
+    }
+}

@@ -1,0 +1,329 @@
+//! NetworkPolicy in a multi-node lab, after the upstream e2e suite's model: namespaces x, y
+//! and z with pods a, b and c each (serving TCP and UDP on ports 80 and 81, each port named as
+//! upstream names it), every pod behind a ClusterIP service of its own, spread over two nodes.
+//! Each case applies policies, probes every pair through the services and compares the
+//! reachability matrix with the truth table the API's rules give.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use support::*;
+
+const NAMESPACES: [&str; 3] = ["x", "y", "z"];
+const PODS: [&str; 3] = ["a", "b", "c"];
+
+/// A pod of the model: (namespace, name).
+type Pod = (&'static str, &'static str);
+
+fn pods() -> Vec<Pod> {
+    NAMESPACES
+        .iter()
+        .flat_map(|ns| PODS.iter().map(move |pod| (*ns, *pod)))
+        .collect()
+}
+
+/// The lab: the model's namespaces (labelled `ns: NAME`), pods and services.
+fn model_file() -> String {
+    let mut file =
+        "apiVersion: podnet.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: NAME\nspec:\n  nodes: 2\n".to_owned();
+    for ns in NAMESPACES {
+        let _ = write!(
+            file,
+            "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: \"{ns}\"\n  labels: {{ns: \"{ns}\"}}\n"
+        );
+    }
+    for (index, (ns, pod)) in pods().into_iter().enumerate() {
+        let node = if index % 2 == 0 { "node1" } else { "node2" };
+        let mut containers = String::new();
+        for port in [80, 81] {
+            let _ = write!(
+                containers,
+                "  - name: cont-{port}\n    image: registry.k8s.io/e2e-test-images/agnhost:2.52\n    args: [netexec, --http-port={port}, --udp-port={port}]\n    ports:\n    - {{name: serve-{port}-tcp, containerPort: {port}}}\n    - {{name: serve-{port}-udp, containerPort: {port}, protocol: UDP}}\n"
+            );
+        }
+        let _ = write!(
+            file,
+            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: \"{ns}\"\n  labels: {{pod: {pod}}}\nspec:\n  nodeName: {node}\n  containers:\n{containers}"
+        );
+        let _ = write!(
+            file,
+            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s-{pod}\n  namespace: \"{ns}\"\nspec:\n  selector: {{pod: {pod}}}\n  ports:\n  - {{name: p80-tcp, port: 80}}\n  - {{name: p80-udp, port: 80, protocol: UDP}}\n  - {{name: p81-tcp, port: 81}}\n  - {{name: p81-udp, port: 81, protocol: UDP}}\n"
+        );
+    }
+    file
+}
+
+fn policy(namespace: &str, name: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n  namespace: \"{namespace}\"\nspec:\n{spec}"
+    )
+}
+
+/// One probe: to a pod's service on a port and protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Probe {
+    port: u16,
+    udp: bool,
+}
+
+const TCP_80: Probe = Probe { port: 80, udp: false };
+const TCP_81: Probe = Probe { port: 81, udp: false };
+const UDP_80: Probe = Probe { port: 80, udp: true };
+
+/// The model's lab with each service's address.
+struct Model {
+    lab: Lab,
+    addresses: BTreeMap<Pod, String>,
+}
+
+impl Model {
+    fn up() -> Self {
+        let lab = Lab::up(&model_file());
+        let services = lab.get("services", None);
+        let mut addresses = BTreeMap::new();
+        for (ns, pod) in pods() {
+            let address = services["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|service| {
+                    service["metadata"]["namespace"] == ns
+                        && service["metadata"]["name"] == format!("s-{pod}")
+                })
+                .and_then(|service| service["spec"]["clusterIP"].as_str())
+                .unwrap_or_else(|| panic!("no service for {ns}/{pod}"))
+                .to_owned();
+            addresses.insert((ns, pod), address);
+        }
+        Model { lab, addresses }
+    }
+
+    /// Applies the model plus `policies`, then waits until the agents have them.
+    fn apply(&self, policies: &[String]) {
+        self.apply_file(&format!("{}{}", model_file(), policies.concat()));
+    }
+
+    /// Applies `file`, then waits until the agents have it.
+    fn apply_file(&self, file: &str) {
+        self.lab.apply(file);
+        // The agents program policies as they hear of them; give them a moment.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+
+    /// Probes every pair on `probe`, each source running its probes in parallel; returns the
+    /// pairs that connected.
+    fn reachability(&self, probe: Probe) -> BTreeMap<(Pod, Pod), bool> {
+        let podnet = podnet().to_str().unwrap().to_owned();
+        let protocol = if probe.udp { "udp" } else { "tcp" };
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = pods()
+                .into_iter()
+                .map(|from| {
+                    let mut script = String::new();
+                    for to in pods() {
+                        let address = &self.addresses[&to];
+                        let _ = writeln!(
+                            script,
+                            "( {podnet} workload agnhost connect {address}:{} --protocol={protocol} --timeout=1s >/dev/null 2>&1 && echo {}/{} yes || echo {}/{} no ) &",
+                            probe.port, to.0, to.1, to.0, to.1
+                        );
+                    }
+                    script.push_str("wait\n");
+                    scope.spawn(move || (from, self.lab.exec_in(from.0, from.1, &["sh", "-c", &script])))
+                })
+                .collect();
+            let mut matrix = BTreeMap::new();
+            for handle in handles {
+                let (from, output) = handle.join().unwrap();
+                let text = String::from_utf8_lossy(&output.stdout).into_owned();
+                for to in pods() {
+                    let reached = text.lines().any(|line| line == format!("{}/{} yes", to.0, to.1));
+                    matrix.insert((from, to), reached);
+                }
+            }
+            matrix
+        })
+    }
+
+    /// Asserts that the matrix on `probe` is `expected(from, to)` for every pair.
+    fn assert_matrix(&self, case: &str, probe: Probe, expected: impl Fn(Pod, Pod) -> bool) {
+        // A probe that lost its packet to a busy machine is probed once more.
+        let mut wrong = self.mismatches(probe, &expected);
+        if !wrong.is_empty() {
+            wrong = self.mismatches(probe, &expected);
+        }
+        assert!(
+            wrong.is_empty(),
+            "{case} on {probe:?}: wrong pairs (from, to, observed):\n{wrong:#?}"
+        );
+    }
+
+    fn mismatches(&self, probe: Probe, expected: &impl Fn(Pod, Pod) -> bool) -> Vec<(Pod, Pod, bool)> {
+        self.reachability(probe)
+            .into_iter()
+            .filter(|((from, to), reached)| *reached != expected(*from, *to))
+            .map(|((from, to), reached)| (from, to, reached))
+            .collect()
+    }
+}
+
+#[test]
+fn the_upstream_model_s_cases_give_their_truth_tables() {
+    let model = Model::up();
+    // No policy: everybody reaches everybody.
+    model.assert_matrix("no policy", TCP_80, |_, _| true);
+
+    // Default deny ingress in x: nothing reaches x's pods; the rest is untouched.
+    let deny_x = policy(
+        "x",
+        "deny-ingress",
+        "  podSelector: {}\n  policyTypes: [Ingress]\n",
+    );
+    model.apply(std::slice::from_ref(&deny_x));
+    model.assert_matrix("deny ingress in x", TCP_80, |_, to| to.0 != "x");
+    model.assert_matrix("deny ingress in x", UDP_80, |_, to| to.0 != "x");
+
+    // Plus: x/a admits namespace y on port 80 only, and pods b of any namespace on 81.
+    let allow_y = policy(
+        "x",
+        "allow-y-80",
+        "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: \"y\"}}\n    ports:\n    - {port: 80}\n  - from:\n    - namespaceSelector: {}\n      podSelector: {matchLabels: {pod: b}}\n    ports:\n    - {port: serve-81-tcp}\n",
+    );
+    model.apply(&[deny_x.clone(), allow_y.clone()]);
+    model.assert_matrix("y to x/a on 80", TCP_80, |from, to| {
+        to.0 != "x" || (to == ("x", "a") && from.0 == "y")
+    });
+    model.assert_matrix("b to x/a on 81 (named)", TCP_81, |from, to| {
+        to.0 != "x" || (to == ("x", "a") && from.1 == "b")
+    });
+    model.assert_matrix("no UDP rule", UDP_80, |_, to| to.0 != "x");
+
+    // Labels change while the policies stay: namespace y relabelled is no longer admitted.
+    let relabelled = model_file().replace(
+        "name: \"y\"\n  labels: {ns: \"y\"}",
+        "name: \"y\"\n  labels: {ns: \"w\"}",
+    );
+    assert_ne!(relabelled, model_file());
+    model.apply_file(&format!("{relabelled}{deny_x}{allow_y}"));
+    model.assert_matrix("y relabelled", TCP_80, |_, to| to.0 != "x");
+    // Allows add up: an allow-all ingress policy beside the deny opens x again.
+    let allow_all = policy("x", "allow-all", "  podSelector: {}\n  ingress:\n  - {}\n");
+    model.apply(&[deny_x.clone(), allow_all]);
+    model.assert_matrix("deny plus allow-all", TCP_80, |_, _| true);
+
+    // Egress: y's pods may only reach z (and nothing else, DNS included); the ingress policies go.
+    let egress_y = policy(
+        "y",
+        "egress-to-z",
+        "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - namespaceSelector: {matchLabels: {ns: \"z\"}}\n",
+    );
+    model.apply(std::slice::from_ref(&egress_y));
+    model.assert_matrix("y egress to z only", TCP_80, |from, to| {
+        from.0 != "y" || to.0 == "z"
+    });
+    // Egress with DNS: y may also ask the cluster DNS, so names resolve while x stays closed.
+    let dns = policy(
+        "y",
+        "egress-dns",
+        "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}\n      podSelector: {matchLabels: {k8s-app: kube-dns}}\n    ports:\n    - {port: 53, protocol: UDP}\n    - {port: 53, protocol: TCP}\n",
+    );
+    let resolve = || {
+        let output = model.lab.exec_in(
+            "y",
+            "a",
+            &["dig", "+short", "+time=1", "+tries=1", "s-a.z.svc.cluster.local"],
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let refused = resolve();
+    assert!(
+        refused.contains("timed out"),
+        "DNS answered without an egress rule for it: {refused}"
+    );
+    model.apply(&[egress_y.clone(), dns]);
+    assert_eq!(resolve(), model.addresses[&("z", "a")]);
+    model.assert_matrix("y egress to z and DNS", TCP_80, |from, to| {
+        from.0 != "y" || to.0 == "z"
+    });
+
+    // ipBlock with except: z/c admits the pod network but x/a's address; on ports 80-81.
+    let x_a = model.lab.pod_ip_in("x", "a");
+    let block = policy(
+        "z",
+        "block",
+        &format!(
+            "  podSelector: {{matchLabels: {{pod: c}}}}\n  ingress:\n  - from:\n    - ipBlock: {{cidr: 10.244.0.0/16, except: [{x_a}/32]}}\n    ports:\n    - {{port: 80, endPort: 81}}\n"
+        ),
+    );
+    model.apply(std::slice::from_ref(&block));
+    for probe in [TCP_80, TCP_81] {
+        model.assert_matrix("ipBlock except, endPort", probe, |from, to| {
+            to != ("z", "c") || from != ("x", "a")
+        });
+    }
+
+    // All policies gone: everything reaches everything again.
+    model.apply(&[]);
+    model.assert_matrix("policies removed", TCP_80, |_, _| true);
+}
+
+#[test]
+fn an_established_connection_outlives_a_policy_that_denies_new_ones() {
+    // The model, and an echo server in x that keeps connections open.
+    let echo = "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: echo\n  namespace: \"x\"\n  labels: {pod: echo}\nspec:\n  nodeName: node1\n  containers:\n  - name: echo\n    image: python\n    command: [python3, -c, \"import socketserver\\nclass Echo(socketserver.StreamRequestHandler):\\n  def handle(self):\\n    for line in self.rfile: self.wfile.write(line)\\nsocketserver.ThreadingTCPServer(('', 9000), Echo).serve_forever()\"]\n    readinessProbe:\n      tcpSocket: {port: 9000}\n      periodSeconds: 1\n";
+    let lab = Lab::up(&format!("{}{echo}", model_file()));
+    let server = lab.pod_ip_in("x", "echo");
+    let log = TestDir::new("established");
+    let said = log.join("said");
+    // y/a connects, says one line, and a second one once the policy is in place.
+    let _client = Background::start_in_named(
+        &format!("{}_y_a", lab.name),
+        "bash",
+        &[
+            "-c",
+            &format!(
+                "exec 3<>/dev/tcp/{server}/9000; echo one >&3; read -t 5 a <&3; echo $a > {said}; \
+                 while [ ! -e {said}.go ]; do sleep 0.1; done; echo two >&3; read -t 5 b <&3; echo $b >> {said}",
+                said = said.display()
+            ),
+        ],
+    );
+    let first = eventually(10, || {
+        std::fs::read_to_string(&said).ok().filter(|text| text == "one\n")
+    });
+    assert!(first.is_some(), "the connection did not come up");
+
+    lab.apply(&format!(
+        "{}{echo}{}",
+        model_file(),
+        policy("x", "deny", "  podSelector: {}\n  policyTypes: [Ingress]\n")
+    ));
+    // New connections are refused...
+    let refused = eventually(5, || {
+        let output = lab.exec_in(
+            "y",
+            "a",
+            &[
+                "bash",
+                "-c",
+                &format!("timeout 1 bash -c 'exec 3<>/dev/tcp/{server}/9000'"),
+            ],
+        );
+        (!output.status.success()).then_some(())
+    });
+    assert!(refused.is_some(), "a new connection to x was admitted");
+    // ...while the one established before goes on.
+    std::fs::write(log.join("said.go"), "").unwrap();
+    let second = eventually(10, || {
+        std::fs::read_to_string(&said)
+            .ok()
+            .filter(|text| text == "one\ntwo\n")
+    });
+    assert!(
+        second.is_some(),
+        "the established connection was cut: {:?}",
+        std::fs::read_to_string(&said)
+    );
+}
