@@ -47,7 +47,10 @@ pub async fn run(args: &AgentArgs, source: &dyn ClusterSource) -> Result<(), Str
         handles.push(controller::spawn(egress::Egress::new(&args.node)));
     }
     if args.runs(ControllerName::Policy) {
-        handles.push(controller::spawn(policy::Policy::new(&args.node)));
+        handles.push(controller::spawn(policy::Policy::new(
+            &args.node,
+            metrics.clone(),
+        )));
     }
     let mut servers = Vec::new();
     if args.runs(ControllerName::Proxy) {

@@ -1,6 +1,8 @@
 //! The agent's Prometheus metrics and the service proxy's health, as `/metrics` and
 //! `/healthz` serve them (kube-proxy's endpoints, with podnet's names).
 
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +31,9 @@ struct Proxy {
 pub struct Metrics {
     proxy: Mutex<Proxy>,
     sync_durations: DurationHistogram,
+    /// The node's pods by address (`NAMESPACE/NAME`), once the policy controller has run: the
+    /// names of its drop counters.
+    policy_pods: Mutex<Option<BTreeMap<Ipv4Addr, String>>>,
 }
 
 impl Default for Metrics {
@@ -36,6 +41,7 @@ impl Default for Metrics {
         Metrics {
             proxy: Mutex::default(),
             sync_durations: DurationHistogram::new(&SYNC_BUCKETS),
+            policy_pods: Mutex::default(),
         }
     }
 }
@@ -70,6 +76,11 @@ impl Metrics {
         let mut proxy = self.proxy.lock().expect("metrics lock");
         proxy.sync_errors += 1;
         proxy.last_error = Some(error.to_owned());
+    }
+
+    /// Records the node's pods by address, as the policy controller last saw them.
+    pub fn policy_pods(&self, pods: BTreeMap<Ipv4Addr, String>) {
+        *self.policy_pods.lock().expect("metrics lock") = Some(pods);
     }
 
     /// `/healthz`: 200 once the proxy has synced and its last sync worked, 503 otherwise.
@@ -138,6 +149,21 @@ impl Metrics {
             MetricType::Gauge,
             proxy.elements,
         );
+        drop(proxy);
+        if let Some(pods) = self.policy_pods.lock().expect("metrics lock").as_ref() {
+            let name = "podnet_policy_dropped_packets_total";
+            text.family(
+                name,
+                "Packets NetworkPolicy refused, per pod and direction (new connections only: a refused TCP client's retried SYNs count each).",
+                MetricType::Counter,
+            );
+            for (direction, address, packets) in crate::policy::dropped() {
+                let pod = pods
+                    .get(&address)
+                    .map_or_else(|| address.to_string(), Clone::clone);
+                text.sample(name, &[("pod", &pod), ("direction", direction)], packets);
+            }
+        }
         text.into_answer()
     }
 }

@@ -175,6 +175,8 @@ pub struct Set {
     pub interval: bool,
     /// Elements expire after this long unless refreshed; rules may add elements (`dynamic`).
     pub timeout: Option<Duration>,
+    /// Every element counts the packets that added or refreshed it (`counter`).
+    pub counters: bool,
     /// What the set is for.
     pub comment: Option<String>,
 }
@@ -188,6 +190,7 @@ impl Set {
             data: None,
             interval: false,
             timeout: None,
+            counters: false,
             comment: None,
         }
     }
@@ -209,6 +212,12 @@ impl Set {
     /// Elements expire after `timeout`, and rules may add them.
     pub fn dynamic(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Every element counts the packets that added or refreshed it.
+    pub fn counting(mut self) -> Self {
+        self.counters = true;
         self
     }
 
@@ -237,6 +246,9 @@ impl Set {
         }
         if let Some(timeout) = self.timeout {
             let _ = write!(body, "timeout {}s; ", timeout.as_secs().max(1));
+        }
+        if self.counters {
+            body.push_str("counter; ");
         }
         if let Some(comment) = &self.comment {
             let _ = write!(body, "comment {}; ", quote(comment));

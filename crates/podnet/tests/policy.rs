@@ -184,6 +184,21 @@ fn the_upstream_model_s_cases_give_their_truth_tables() {
     model.apply(std::slice::from_ref(&deny_x));
     model.assert_matrix("deny ingress in x", TCP_80, |_, to| to.0 != "x");
     model.assert_matrix("deny ingress in x", UDP_80, |_, to| to.0 != "x");
+    // The refused packets are counted per pod and direction (x/a runs on node1).
+    let metrics = model
+        .lab
+        .netns_exec("node1", &["curl", "-s", "http://127.0.0.1:10249/metrics"]);
+    let dropped: u64 = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("podnet_policy_dropped_packets_total{pod=\"x/a\",direction=\"ingress\"}")
+        })
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no drop counter for x/a:\n{metrics}"));
+    assert!(
+        dropped >= 9 * 2,
+        "every pod's TCP and UDP probe to x/a was refused: {dropped}"
+    );
 
     // Plus: x/a admits namespace y on port 80 only, and pods b of any namespace on 81.
     let allow_y = policy(

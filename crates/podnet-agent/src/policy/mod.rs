@@ -16,9 +16,12 @@
 //!           ip daddr @ingress-isolated jump ingress    the server's side
 //! egress:   ip saddr . ip daddr @egress-any return                                   allowed
 //!           ip saddr . ip daddr . meta l4proto . th dport @egress-ports return
-//!           drop
+//!           update @egress-drops { ip saddr } drop                 counted per pod, refused
 //! ingress:  the same, keyed by ip daddr . ip saddr
 //! ```
+//!
+//! The drop sets count, per pod, the packets refused (an element whose counter the kernel
+//! keeps; it goes after an hour without drops); `/metrics` reads them on each scrape.
 //!
 //! A connection is judged by its first packet; once admitted, conntrack carries the rest, so a
 //! connection established before a policy that denies it goes on until it ends (as with
@@ -29,6 +32,8 @@ mod plan;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
 use podnet_model::{Event, Kind, Mirror, Object};
@@ -36,6 +41,7 @@ use podnet_nft::registry::{POLICY_TABLE, priority};
 use podnet_nft::{Chain, ChainType, Datum, Element, Hook, Kernel, Set, Syncer};
 
 use crate::controller::{Controller, Reconciled};
+use crate::metrics::Metrics;
 pub use plan::{PodInfo, PolicyInfo};
 
 /// The sets, named for the direction and what they hold.
@@ -45,6 +51,10 @@ const INGRESS_ANY: &str = "ingress-any";
 const EGRESS_ANY: &str = "egress-any";
 const INGRESS_PORTS: &str = "ingress-ports";
 const EGRESS_PORTS: &str = "egress-ports";
+const INGRESS_DROPS: &str = "ingress-drops";
+const EGRESS_DROPS: &str = "egress-drops";
+/// How long a pod's drop counter lasts without a drop.
+const DROPS_KEPT: Duration = Duration::from_secs(3600);
 
 /// The policy controller of one node.
 pub struct Policy {
@@ -53,11 +63,12 @@ pub struct Policy {
     namespaces: Mirror<BTreeMap<String, String>>,
     policies: Mirror<PolicyInfo>,
     syncer: Syncer<&'static str, Kernel>,
+    metrics: Arc<Metrics>,
 }
 
 impl Policy {
-    /// The policy controller of node `node`.
-    pub fn new(node: &str) -> Self {
+    /// The policy controller of node `node`, naming its pods' drop counters in `metrics`.
+    pub fn new(node: &str, metrics: Arc<Metrics>) -> Self {
         let mut syncer = Syncer::new(POLICY_TABLE, Kernel::new());
         for set in sets() {
             syncer.put_set(set);
@@ -71,6 +82,7 @@ impl Policy {
             namespaces: Mirror::new(Kind::Namespace),
             policies: Mirror::new(Kind::NetworkPolicy),
             syncer,
+            metrics,
         }
     }
 }
@@ -86,18 +98,24 @@ fn sets() -> Vec<Set> {
         Set::new(EGRESS_ANY, pair).interval(),
         Set::new(INGRESS_PORTS, tuple).interval(),
         Set::new(EGRESS_PORTS, tuple).interval(),
+        Set::new(INGRESS_DROPS, "type ipv4_addr")
+            .dynamic(DROPS_KEPT)
+            .counting(),
+        Set::new(EGRESS_DROPS, "type ipv4_addr")
+            .dynamic(DROPS_KEPT)
+            .counting(),
     ]
 }
 
 /// The table's chains: the hook, then one chain per direction.
 fn chains() -> Vec<Chain> {
-    let direction = |name: &str, local: &str, peer: &str, any: &str, ports: &str| {
+    let direction = |name: &str, local: &str, peer: &str, [any, ports, drops]: [&str; 3]| {
         Chain::regular(
             name,
             vec![
                 format!("ip {local} . ip {peer} @{any} return"),
                 format!("ip {local} . ip {peer} . meta l4proto . th dport @{ports} return"),
-                "drop".to_owned(),
+                format!("update @{drops} {{ ip {local} }} drop"),
             ],
         )
     };
@@ -113,8 +131,18 @@ fn chains() -> Vec<Chain> {
                 format!("ip daddr @{INGRESS_ISOLATED} jump ingress"),
             ],
         ),
-        direction("egress", "saddr", "daddr", EGRESS_ANY, EGRESS_PORTS),
-        direction("ingress", "daddr", "saddr", INGRESS_ANY, INGRESS_PORTS),
+        direction(
+            "egress",
+            "saddr",
+            "daddr",
+            [EGRESS_ANY, EGRESS_PORTS, EGRESS_DROPS],
+        ),
+        direction(
+            "ingress",
+            "daddr",
+            "saddr",
+            [INGRESS_ANY, INGRESS_PORTS, INGRESS_DROPS],
+        ),
     ]
 }
 
@@ -221,6 +249,14 @@ impl Controller for Policy {
         }
         self.syncer.verify().map_err(|err| err.to_string())?;
         let committed = self.syncer.commit().map_err(|err| err.to_string())?;
+        let local = self
+            .pods
+            .objects()
+            .iter()
+            .filter(|(_, pod)| pod.node.as_deref() == Some(self.node.as_str()))
+            .filter_map(|(key, pod)| Some((pod.address?, key.to_string())))
+            .collect();
+        self.metrics.policy_pods(local);
         let changes = if committed.is_empty() {
             Vec::new()
         } else {
@@ -237,9 +273,54 @@ impl Controller for Policy {
     }
 }
 
+/// The packets refused per pod, as the drop sets count them: (direction, pod address,
+/// packets). Read with `nft`, for a scrape; empty when the table is not there.
+pub fn dropped() -> Vec<(&'static str, Ipv4Addr, u64)> {
+    let mut counts = Vec::new();
+    for (direction, set) in [("ingress", INGRESS_DROPS), ("egress", EGRESS_DROPS)] {
+        let output = std::process::Command::new("nft")
+            .args(["-j", "list", "set", "ip", POLICY_TABLE.name, set])
+            .output();
+        let Some(output) = output.ok().filter(|output| output.status.success()) else {
+            continue;
+        };
+        counts.extend(
+            counters(&output.stdout)
+                .into_iter()
+                .map(|(address, packets)| (direction, address, packets)),
+        );
+    }
+    counts
+}
+
+/// The (address, packets) counters of a set in `nft -j list set` output.
+fn counters(json: &[u8]) -> Vec<(Ipv4Addr, u64)> {
+    let Ok(listing) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return Vec::new();
+    };
+    listing["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|item| item["set"]["elem"].as_array().into_iter().flatten())
+        .filter_map(|element| {
+            let element = &element["elem"];
+            let address = element["val"].as_str()?.parse().ok()?;
+            Some((address, element["counter"]["packets"].as_u64()?))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drop_counters_are_read_from_nft_json() {
+        let json = br#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"set": {"family": "ip", "name": "ingress-drops", "table": "podnet-policy", "elem": [{"elem": {"val": "10.244.0.5", "counter": {"packets": 3, "bytes": 180}}}]}}]}"#;
+        assert_eq!(counters(json), [(Ipv4Addr::new(10, 244, 0, 5), 3)]);
+        assert!(counters(b"not json").is_empty());
+    }
 
     #[test]
     fn the_rules_look_everything_up_in_sets() {
@@ -257,7 +338,7 @@ mod tests {
             [
                 "ip daddr . ip saddr @ingress-any return",
                 "ip daddr . ip saddr . meta l4proto . th dport @ingress-ports return",
-                "drop"
+                "update @ingress-drops { ip daddr } drop"
             ]
         );
         let direction = plan::Direction {
