@@ -2,7 +2,8 @@
 //! server (a stand-in that speaks the list-and-watch protocol, support/fake_apiserver.py)
 //! instead of a lab, and wires a node namespace from them: VXLAN routes, neighbours and FDB
 //! entries that follow nodes being added and deleted, and the service proxy's table following
-//! services and their endpoints. The DNS server answers from the same objects.
+//! services and their endpoints, and the policy controller's table following NetworkPolicies
+//! and pods. The DNS server answers from the same objects.
 
 mod support;
 
@@ -162,6 +163,67 @@ fn the_agent_follows_nodes_from_the_kubernetes_api() {
     assert!(
         !fdb.contains("192.168.50.12") && fdb.contains("dst 192.168.50.13 self permanent"),
         "{fdb}"
+    );
+}
+
+#[test]
+fn the_agent_enforces_network_policies_from_the_kubernetes_api() {
+    let netns = TestNetns::new("kube-pol");
+    netns.exec_ok("ip", &["link", "set", "lo", "up"]);
+    let dir = TestDir::new("kube-pol");
+    let pod = |name: &str, node: &str, ip: &str| {
+        json!({
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "shop", "labels": {"app": name}},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "ports": [{"name": "pg", "containerPort": 5432}]}]},
+            "status": {"podIP": ip, "podIPs": [{"ip": ip}]},
+        })
+    };
+    let policy = json!({
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "db", "namespace": "shop"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "db"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}], "ports": [{"port": "pg"}]}],
+        },
+    });
+    let namespace = json!({"kind": "Namespace", "metadata": {"name": "shop", "labels": {"kubernetes.io/metadata.name": "shop"}}});
+    let (_api, kubeconfig) = api_server(
+        &netns,
+        &dir,
+        json!([
+            namespace,
+            pod("db", "n1", "10.50.0.5"),
+            pod("web", "n2", "10.50.1.7"),
+            policy.clone()
+        ]),
+    );
+    let _agent = Background::start_in(
+        &netns,
+        podnet().to_str().unwrap(),
+        &[
+            "agent",
+            "--node",
+            "n1",
+            "--controllers",
+            "policy",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+    let table = || {
+        let output = netns.exec("nft", &["list", "table", "ip", "podnet-policy"]);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let has = |text: &str| eventually(10, || table().contains(text).then_some(())).is_some();
+    // db (on this node) admits web (on the other) on its port named pg, and nothing else.
+    assert!(has("elements = { 10.50.0.5 }"), "{}", table());
+    assert!(has("10.50.0.5 . 10.50.1.7 . tcp . 5432"), "{}", table());
+    cluster_event(&netns, "DELETED", policy);
+    assert!(
+        eventually(10, || (!table().contains("10.50.0.5")).then_some(())).is_some(),
+        "{}",
+        table()
     );
 }
 
