@@ -227,6 +227,24 @@ fn the_upstream_model_s_cases_give_their_truth_tables() {
     let allow_all = policy("x", "allow-all", "  podSelector: {}\n  ingress:\n  - {}\n");
     model.apply(&[deny_x.clone(), allow_all]);
     model.assert_matrix("deny plus allow-all", TCP_80, |_, _| true);
+    // Rules that overlap (y's pods are inside the pod network's block, port 80 inside 80-81).
+    let block_80 = policy(
+        "x",
+        "pods-80",
+        "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.244.0.0/16}\n    ports:\n    - {port: 80}\n",
+    );
+    let y_80_81 = policy(
+        "x",
+        "y-80-81",
+        "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: \"y\"}}\n    ports:\n    - {port: 80, endPort: 81}\n",
+    );
+    model.apply(&[deny_x.clone(), block_80, y_80_81]);
+    model.assert_matrix("overlapping rules, 80", TCP_80, |_, to| {
+        to.0 != "x" || to.1 == "a"
+    });
+    model.assert_matrix("overlapping rules, 81", TCP_81, |from, to| {
+        to.0 != "x" || (to.1 == "a" && from.0 == "y")
+    });
 
     // Egress: y's pods may only reach z (and nothing else, DNS included); the ingress policies go.
     let egress_y = policy(

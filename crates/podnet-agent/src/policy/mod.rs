@@ -42,6 +42,7 @@ use podnet_nft::{Chain, ChainType, Datum, Element, Hook, Kernel, Set, Syncer};
 
 use crate::controller::{Controller, Reconciled};
 use crate::metrics::Metrics;
+use plan::Plan;
 pub use plan::{PodInfo, PolicyInfo};
 
 /// The sets, named for the direction and what they hold.
@@ -64,6 +65,9 @@ pub struct Policy {
     policies: Mirror<PolicyInfo>,
     syncer: Syncer<&'static str, Kernel>,
     metrics: Arc<Metrics>,
+    /// The plan last handed to the syncer: an unchanged direction is not handed again (at
+    /// 1,000 policies its sets hold tens of thousands of elements).
+    planned: Plan,
 }
 
 impl Policy {
@@ -83,6 +87,7 @@ impl Policy {
             policies: Mirror::new(Kind::NetworkPolicy),
             syncer,
             metrics,
+            planned: Plan::default(),
         }
     }
 }
@@ -229,26 +234,35 @@ impl Controller for Policy {
                 policies: self.policies.objects().values().collect(),
             },
         );
-        let ingress = elements(&plan.ingress, INGRESS_ISOLATED, INGRESS_ANY, INGRESS_PORTS);
-        let egress = elements(&plan.egress, EGRESS_ISOLATED, EGRESS_ANY, EGRESS_PORTS);
-        // One group per set, so that a set nothing is left in is emptied too.
-        for set in [
-            INGRESS_ISOLATED,
-            INGRESS_ANY,
-            INGRESS_PORTS,
-            EGRESS_ISOLATED,
-            EGRESS_ANY,
-            EGRESS_PORTS,
-        ] {
-            let members = ingress
-                .iter()
-                .chain(&egress)
-                .filter(|(name, _)| *name == set)
-                .map(|(name, element)| (*name, element.clone()));
-            self.syncer.put_group(set, members);
+        let directions = [
+            (
+                &plan.ingress,
+                &self.planned.ingress,
+                [INGRESS_ISOLATED, INGRESS_ANY, INGRESS_PORTS],
+            ),
+            (
+                &plan.egress,
+                &self.planned.egress,
+                [EGRESS_ISOLATED, EGRESS_ANY, EGRESS_PORTS],
+            ),
+        ];
+        for (direction, before, [isolated, any, ports]) in directions {
+            if direction == before {
+                continue;
+            }
+            let wanted = elements(direction, isolated, any, ports);
+            // One group per set, so that a set nothing is left in is emptied too.
+            for set in [isolated, any, ports] {
+                let members = wanted
+                    .iter()
+                    .filter(|(name, _)| *name == set)
+                    .map(|(name, element)| (*name, element.clone()));
+                self.syncer.put_group(set, members);
+            }
         }
         self.syncer.verify().map_err(|err| err.to_string())?;
         let committed = self.syncer.commit().map_err(|err| err.to_string())?;
+        self.planned = plan.clone();
         let local = self
             .pods
             .objects()

@@ -11,7 +11,7 @@
 //! `endPort`, or a container port's name, looked up on the destination pod); no ports means
 //! every protocol and port. Only IPv4 is planned (the lab's pods are IPv4).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -115,37 +115,56 @@ pub struct Plan {
 
 /// A rule's peer as the planner resolves it: an address block, and the pod it is when it is
 /// one (named ports of egress rules are looked up on it).
+#[derive(Clone, Copy)]
 struct Peer<'a> {
     block: Ipv4Net,
     pod: Option<&'a PodInfo>,
 }
 
-/// The plan of node `node`.
+/// The plan of node `node`. Policies repeat selectors (a namespace's policies often select the
+/// same pods and peers), so each distinct selector is resolved once per plan.
 pub fn plan(node: &str, cluster: &Cluster<'_>) -> Plan {
     let mut plan = Plan::default();
+    let mut selected_by: HashMap<(&str, String), Vec<(&PodInfo, Ipv4Addr)>> = HashMap::new();
+    let mut peers_of: HashMap<(&str, String), Vec<Peer<'_>>> = HashMap::new();
+    let mut peers = |peers: Option<&[NetworkPolicyPeer]>, namespace| {
+        peers_of
+            .entry((namespace, serde_json::to_string(&peers).unwrap_or_default()))
+            .or_insert_with(|| resolve_peers(peers, namespace, cluster))
+            .clone()
+    };
     for policy in &cluster.policies {
         let (ingress, egress) = policy_types(&policy.spec);
-        let selected: Vec<(&PodInfo, Ipv4Addr)> = cluster
-            .pods
-            .iter()
-            .filter(|pod| pod.node.as_deref() == Some(node) && pod.namespace == policy.namespace)
-            .filter(|pod| {
-                policy
-                    .spec
-                    .pod_selector
-                    .as_ref()
-                    .is_none_or(|selector| selects(selector, Some(&pod.labels)))
-            })
-            .filter_map(|pod| Some((*pod, pod.address?)))
-            .collect();
+        let namespace = policy.namespace.as_str();
+        let key = (
+            namespace,
+            serde_json::to_string(&policy.spec.pod_selector).unwrap_or_default(),
+        );
+        let selected = selected_by.entry(key).or_insert_with(|| {
+            cluster
+                .pods
+                .iter()
+                .filter(|pod| pod.node.as_deref() == Some(node) && pod.namespace == namespace)
+                .filter(|pod| {
+                    policy
+                        .spec
+                        .pod_selector
+                        .as_ref()
+                        .is_none_or(|selector| selects(selector, Some(&pod.labels)))
+                })
+                .filter_map(|pod| Some((*pod, pod.address?)))
+                .collect()
+        });
         if selected.is_empty() {
             continue;
         }
         if ingress {
-            for (pod, address) in &selected {
-                plan.ingress.isolated.insert(*address);
-                for rule in policy.spec.ingress.iter().flatten() {
-                    let peers = resolve_peers(rule.from.as_deref(), &policy.namespace, cluster);
+            plan.ingress
+                .isolated
+                .extend(selected.iter().map(|(_, address)| *address));
+            for rule in policy.spec.ingress.iter().flatten() {
+                let peers = peers(rule.from.as_deref(), namespace);
+                for (pod, address) in selected.iter() {
                     allow(
                         &mut plan.ingress,
                         *address,
@@ -157,10 +176,12 @@ pub fn plan(node: &str, cluster: &Cluster<'_>) -> Plan {
             }
         }
         if egress {
-            for (_, address) in &selected {
-                plan.egress.isolated.insert(*address);
-                for rule in policy.spec.egress.iter().flatten() {
-                    let peers = resolve_peers(rule.to.as_deref(), &policy.namespace, cluster);
+            plan.egress
+                .isolated
+                .extend(selected.iter().map(|(_, address)| *address));
+            for rule in policy.spec.egress.iter().flatten() {
+                let peers = peers(rule.to.as_deref(), namespace);
+                for (_, address) in selected.iter() {
                     allow(
                         &mut plan.egress,
                         *address,
@@ -172,7 +193,70 @@ pub fn plan(node: &str, cluster: &Cluster<'_>) -> Plan {
             }
         }
     }
+    plan.ingress.make_disjoint();
+    plan.egress.make_disjoint();
     plan
+}
+
+impl Direction {
+    /// Rewrites the allowed tuples so that no two of a set overlap, allowing exactly what they
+    /// allowed: the kernel refuses an element of a concatenated interval set that overlaps
+    /// another, and rules of different policies often do (a namespace's pods inside an
+    /// `ipBlock`, one port inside another's range). Prefixes either nest or are disjoint, so the
+    /// blocks of one pod cut into regions each inside the same blocks, and each region gets the
+    /// union of their port ranges.
+    fn make_disjoint(&mut self) {
+        // Inside a block every protocol and port passes already: drop what it contains.
+        let any = self.any.clone();
+        self.any.retain(|(pod, block)| {
+            !any.iter()
+                .any(|(other_pod, other)| other_pod == pod && other != block && other.contains(block))
+        });
+        let mut by_pod_protocol: BTreeMap<(Ipv4Addr, u8), Vec<(Ipv4Net, u16, u16)>> = BTreeMap::new();
+        for (pod, block, protocol, first, last) in std::mem::take(&mut self.ports) {
+            by_pod_protocol
+                .entry((pod, protocol))
+                .or_default()
+                .push((block, first, last));
+        }
+        for ((pod, protocol), rules) in by_pod_protocol {
+            let blocks: BTreeSet<Ipv4Net> = rules.iter().map(|(block, ..)| *block).collect();
+            for block in &blocks {
+                let inner: Vec<Ipv4Net> = blocks
+                    .iter()
+                    .filter(|other| *other != block && block.contains(*other))
+                    .copied()
+                    .collect();
+                let ranges = merge_ranges(
+                    rules
+                        .iter()
+                        .filter(|(outer, ..)| outer.contains(block))
+                        .map(|(_, first, last)| (*first, *last)),
+                );
+                for region in subtract(*block, &inner) {
+                    for (first, last) in &ranges {
+                        self.ports.insert((pod, region, protocol, *first, *last));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The union of inclusive ranges, as the fewest disjoint ones (adjacent ranges joined).
+fn merge_ranges(ranges: impl Iterator<Item = (u16, u16)>) -> Vec<(u16, u16)> {
+    let mut ranges: Vec<(u16, u16)> = ranges.collect();
+    ranges.sort_unstable();
+    let mut merged: Vec<(u16, u16)> = Vec::new();
+    for (first, last) in ranges {
+        match merged.last_mut() {
+            Some((_, previous)) if u32::from(first) <= u32::from(*previous) + 1 => {
+                *previous = (*previous).max(last)
+            }
+            _ => merged.push((first, last)),
+        }
+    }
+    merged
 }
 
 /// The directions a policy isolates: `policyTypes`, or as the API infers them.
@@ -509,6 +593,57 @@ mod tests {
                 .ports
                 .iter()
                 .any(|(_, peer, ..)| peer.contains(&ip("10.0.2.2")))
+        );
+    }
+
+    #[test]
+    fn overlapping_rules_become_disjoint_elements_allowing_the_same() {
+        let pod = ip("10.0.1.1");
+        let mut direction = Direction::default();
+        direction.any.extend([
+            (pod, net("10.0.0.0/8")),
+            (pod, net("10.0.2.0/24")),
+            (pod, net("192.0.2.0/24")),
+        ]);
+        direction.ports.extend([
+            (pod, Ipv4Net::default(), 6, 80, 80),
+            (pod, net("10.0.2.1/32"), 6, 80, 90),
+            (pod, net("10.0.2.1/32"), 6, 91, 100),
+            (pod, net("10.0.2.1/32"), 17, 53, 53),
+        ]);
+        let before = direction.clone();
+        direction.make_disjoint();
+        assert_eq!(
+            direction.any,
+            BTreeSet::from([(pod, net("10.0.0.0/8")), (pod, net("192.0.2.0/24"))])
+        );
+        // No two elements of one protocol overlap...
+        let ports: Vec<_> = direction.ports.iter().collect();
+        for (i, a) in ports.iter().enumerate() {
+            for b in &ports[i + 1..] {
+                let blocks = a.1.contains(&b.1) || b.1.contains(&a.1);
+                let ranges = a.3 <= b.4 && b.3 <= a.4;
+                assert!(!(a.2 == b.2 && blocks && ranges), "{a:?} overlaps {b:?}");
+            }
+        }
+        // ...and every address, protocol and port is allowed as before.
+        let allowed = |direction: &Direction, peer: Ipv4Addr, protocol: u8, port: u16| {
+            direction.ports.iter().any(|(_, block, p, first, last)| {
+                block.contains(&peer) && *p == protocol && (*first..=*last).contains(&port)
+            })
+        };
+        for peer in ["10.0.2.1", "10.0.2.2", "8.8.8.8"].map(ip) {
+            for (protocol, port) in [(6, 79), (6, 80), (6, 85), (6, 95), (6, 101), (17, 53), (17, 80)] {
+                assert_eq!(
+                    allowed(&direction, peer, protocol, port),
+                    allowed(&before, peer, protocol, port),
+                    "{peer} {protocol} {port}"
+                );
+            }
+        }
+        assert_eq!(
+            merge_ranges([(80, 90), (91, 100), (5, 6)].into_iter()),
+            [(5, 6), (80, 100)]
         );
     }
 

@@ -1,0 +1,211 @@
+"""NetworkPolicy at scale: time to enforcement, and what policies cost the data path.
+
+Driven by bench/policy.sh (which builds podnet and installs what is needed). One two-node lab:
+
+1. PODS filler pods (pause, spread over both nodes, labelled app=f0..f49) and POLICIES
+   policies among them (policy i selects f(i%50) and admits f((i+1)%50) on TCP port 8000+i%100),
+   plus a server pod on node1 (whoami on 80, iperf3 on 5201, the RR server on 9000) and a client
+   pod on node2. The server is isolated for ingress by a policy admitting the client.
+2. Time to enforcement, CHANGES times: a policy "probe" is added that isolates the client for
+   egress to nothing (every new connection refused), then removed, alternately; the client
+   connects to the server in a tight loop throughout (10 ms timeout per attempt); the time from
+   the lab daemon publishing the change (its log, as an API server's watch would carry it) to
+   the start of the first attempt that shows it (so within 10 ms of when it took effect). p50/p99 over all changes, and the agent's RSS.
+3. Data path with those policies against none (the same lab re-applied without policies),
+   interleaved ROUNDS times: iperf3 throughput client -> server (1 stream, SECONDS s) and TCP
+   connect latency and 1-byte request/response latency (p50).
+
+    python3 bench/policy.py PODNET PODS POLICIES CHANGES ROUNDS SECONDS
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+
+LAB = "polbench"
+CLIENT_NS = f"{LAB}_default_client"
+RR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tcp_rr.py")
+
+PROBE = r"""
+import socket, sys, time
+address = sys.argv[1]
+last = None
+while True:
+    s = socket.socket(); s.settimeout(0.01)
+    started = time.time()
+    try:
+        s.connect((address, 80)); opened = True
+    except OSError:
+        opened = False
+    finally:
+        s.close()
+    if opened != last:
+        print(started, "open" if opened else "closed", flush=True)
+        last = opened
+"""
+
+CONNECT = r"""
+import socket, sys, time, statistics
+address, samples = sys.argv[1], int(sys.argv[2])
+times = []
+for _ in range(samples):
+    s = socket.socket(); s.settimeout(2)
+    start = time.perf_counter_ns(); s.connect((address, 80)); times.append((time.perf_counter_ns() - start) / 1000)
+    s.close()
+print(statistics.median(times))
+"""
+
+
+def lab_file(pods, policies, with_policies, probe):
+    parts = [f"apiVersion: podnet.dev/v1alpha1\nkind: Lab\nmetadata: {{name: {LAB}}}\nspec: {{nodes: 2}}\n"]
+    parts.append(
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {name: server, labels: {role: server}}\n"
+        "spec:\n  nodeName: node1\n  containers:\n  - {name: web, image: traefik/whoami}\n"
+        "  - {name: iperf, image: networkstatic/iperf3, command: [iperf3, -s]}\n"
+        f"  - {{name: rr, image: python, command: [python3, {RR}, server, \"9000\"]}}\n")
+    parts.append("---\napiVersion: v1\nkind: Pod\nmetadata: {name: client, labels: {role: client}}\n"
+                 "spec: {nodeName: node2, containers: [{name: c, image: busybox, command: [sleep, infinity]}]}\n")
+    for index in range(pods):
+        node = "node1" if index % 2 == 0 else "node2"
+        parts.append(f"---\n{{apiVersion: v1, kind: Pod, metadata: {{name: f{index}, labels: {{app: f{index % 50}}}}}, "
+                     f"spec: {{nodeName: {node}, containers: [{{name: p, image: pause}}]}}}}\n")
+    if with_policies:
+        for index in range(policies):
+            parts.append(
+                f"---\n{{apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {{name: p{index}}}, "
+                f"spec: {{podSelector: {{matchLabels: {{app: f{index % 50}}}}}, ingress: [{{from: "
+                f"[{{podSelector: {{matchLabels: {{app: f{(index + 1) % 50}}}}}}}], ports: [{{port: {8000 + index % 100}}}]}}]}}}}\n")
+        parts.append("---\n{apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: server}, "
+                     "spec: {podSelector: {matchLabels: {role: server}}, ingress: [{from: "
+                     "[{podSelector: {matchLabels: {role: client}}}]}]}}\n")
+    if probe:
+        parts.append("---\n{apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: probe}, "
+                     "spec: {podSelector: {matchLabels: {role: client}}, policyTypes: [Egress]}}\n")
+    return "".join(parts)
+
+
+def podnet(binary, *args, **kwargs):
+    return subprocess.run([binary, *args], check=True, **kwargs)
+
+
+def apply(binary, path, text):
+    with open(path, "w") as out:
+        out.write(text)
+    podnet(binary, "lab", "apply", path, stdout=subprocess.DEVNULL)
+
+
+def published_at():
+    with open(f"/run/podnet/labs/{LAB}/daemon.log") as log:
+        lines = [line for line in log if "object changes published" in line]
+    return datetime.fromisoformat(lines[-1].split()[0]).timestamp()
+
+
+def in_client(*command, **kwargs):
+    return subprocess.run(["ip", "netns", "exec", CLIENT_NS, *command], **kwargs)
+
+
+def pod_ip(binary, name):
+    pods = json.loads(podnet(binary, "lab", "get", "pods", name, capture_output=True).stdout)
+    return pods["items"][0]["status"]["podIP"]
+
+
+def agent_rss(node):
+    for pid in subprocess.run(["ip", "netns", "pids", f"{LAB}_{node}"], capture_output=True,
+                              text=True).stdout.split():
+        try:
+            with open(f"/proc/{pid}/cmdline") as cmdline:
+                if "agent" not in cmdline.read():
+                    continue
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return float("nan")
+
+
+def data_path(server):
+    iperf = in_client("taskset", "-c", "0", "iperf3", "-c", server, "-t", SECONDS, "-J",
+                      capture_output=True, text=True, check=True)
+    gbits = json.loads(iperf.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+    connect = float(in_client("python3", "-c", CONNECT, server, "2000", capture_output=True, text=True,
+                              check=True).stdout)
+    rr = in_client("python3", RR, "client", server, "9000", "5000", capture_output=True, text=True, check=True)
+    return gbits, connect, float(rr.stdout.split()[0])
+
+
+def main():
+    global SECONDS
+    binary, pods, policies, changes, rounds, SECONDS = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \
+        int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+    work = tempfile.mkdtemp(prefix="podnet-polbench-")
+    path = os.path.join(work, "lab.yaml")
+    with open(path, "w") as out:
+        out.write(lab_file(pods, policies, True, False))
+    started = time.monotonic()
+    podnet(binary, "lab", "up", path, stdout=subprocess.DEVNULL)
+    print(f"# lab up with {pods} filler pods and {policies} policies: {time.monotonic() - started:.1f} s", flush=True)
+    server = pod_ip(binary, "server")
+
+    # The prober runs throughout and reports every change of state with the start time of the
+    # attempt that first showed it.
+    prober = subprocess.Popen(["ip", "netns", "exec", CLIENT_NS, "python3", "-c", PROBE, server],
+                              stdout=subprocess.PIPE, text=True)
+    transitions = []
+    threading.Thread(target=lambda: transitions.extend(
+        (float(time_), state) for time_, state in (line.split() for line in prober.stdout)), daemon=True).start()
+    delays = []
+    for change in range(changes):
+        closing = change % 2 == 0
+        want = "closed" if closing else "open"
+        before = time.time()
+        apply(binary, path, lab_file(pods, policies, True, closing))
+        published = published_at()
+        deadline = time.time() + 10
+        seen = None
+        while seen is None and time.time() < deadline:
+            seen = next((at for at, state in list(transitions) if state == want and at >= before), None)
+            time.sleep(0.01)
+        if seen is None:
+            print(f"# change {change}: not enforced within 10 s", flush=True)
+            continue
+        delays.append(max(0.0, seen - published) * 1000)
+    prober.kill()
+    delays.sort()
+    rss = (agent_rss("node1"), agent_rss("node2"))
+
+    figures = {"policies": [], "none": []}
+    for _ in range(rounds):
+        for setup in ("policies", "none"):
+            apply(binary, path, lab_file(pods, policies, setup == "policies", False))
+            time.sleep(1)
+            figures[setup].append(data_path(server))
+
+    print()
+    print(f"Time from publish to enforcement, {len(delays)} changes with {policies} policies and "
+          f"{pods + 2} pods (probe: a connect every <= 10 ms):")
+    if delays:
+        print(f"  p50 {statistics.median(delays):.1f} ms   p99 {delays[min(len(delays) - 1, int(len(delays) * 0.99))]:.1f} ms"
+              f"   max {delays[-1]:.1f} ms")
+    print(f"  agent RSS: node1 {rss[0]:.1f} MB, node2 {rss[1]:.1f} MB")
+    print()
+    print(f"Data path, median of {rounds} interleaved rounds (client node2 -> server node1):")
+    print(f"{'setup':10} {'iperf3 Gbit/s':>14} {'connect us':>11} {'RR p50 us':>10}")
+    medians = {}
+    for setup, values in figures.items():
+        medians[setup] = [statistics.median(column) for column in zip(*values)]
+        gbits, connect, rr = medians[setup]
+        print(f"{setup:10} {gbits:14.2f} {connect:11.1f} {rr:10.1f}")
+    ours, none = medians["policies"], medians["none"]
+    print(f"policies/none: throughput {ours[0] / none[0]:.3f}, connect {ours[1] / none[1]:.3f}, RR {ours[2] / none[2]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
