@@ -212,7 +212,7 @@ impl Direction {
             !any.iter()
                 .any(|(other_pod, other)| other_pod == pod && other != block && other.contains(block))
         });
-        let mut by_pod_protocol: BTreeMap<(Ipv4Addr, u8), Vec<(Ipv4Net, u16, u16)>> = BTreeMap::new();
+        let mut by_pod_protocol: BTreeMap<(Ipv4Addr, u8), Vec<BlockPorts>> = BTreeMap::new();
         for (pod, block, protocol, first, last) in std::mem::take(&mut self.ports) {
             by_pod_protocol
                 .entry((pod, protocol))
@@ -242,6 +242,9 @@ impl Direction {
         }
     }
 }
+
+/// A block and an inclusive range of ports.
+type BlockPorts = (Ipv4Net, u16, u16);
 
 /// The union of inclusive ranges, as the fewest disjoint ones (adjacent ranges joined).
 fn merge_ranges(ranges: impl Iterator<Item = (u16, u16)>) -> Vec<(u16, u16)> {
