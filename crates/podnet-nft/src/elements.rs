@@ -7,8 +7,12 @@
 //! socket after a deletion. The encoding is the kernel's: each element is a key (and data, for
 //! maps) of raw bytes; in a concatenation every component takes a multiple of 4 bytes (the
 //! kernel's 32-bit registers); integers read from packets are in network order, marks and
-//! `numgen` results in host order.
+//! `numgen` results in host order. An element of a concatenation with ranges in it (prefixes,
+//! port ranges: a set with `flags interval`, which the kernel keeps as a `pipapo` set) carries
+//! its first key and its last (`NFTA_SET_ELEM_KEY_END`); a single range (an `rbtree` set, which
+//! wants start and end as two elements) is left to nft.
 
+use ipnet::IpNet;
 use podnet_netlink::nfnetlink::{Attributes, MAX_ATTRIBUTE, Message, Subsystem};
 
 use crate::model::{Data, Datum, Element, Table, Verdict};
@@ -21,6 +25,7 @@ const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_KEY_END: u16 = 10;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
@@ -73,14 +78,19 @@ pub fn messages(table: &Table, set: &str, operation: Operation, elements: &[&Ele
         let mut encoded = Attributes::new();
         encoded.nest(NFTA_LIST_ELEM, |attributes| {
             attributes.nest(NFTA_SET_ELEM_KEY, |key| {
-                key.bytes(NFTA_DATA_VALUE, &value_bytes(&element.key));
+                key.bytes(NFTA_DATA_VALUE, &value_bytes(&element.key, Bound::First));
             });
+            if element.has_ranges() {
+                attributes.nest(NFTA_SET_ELEM_KEY_END, |key| {
+                    key.bytes(NFTA_DATA_VALUE, &value_bytes(&element.key, Bound::Last));
+                });
+            }
             if operation == Operation::Add {
                 match &element.data {
                     None => {}
                     Some(Data::Values(values)) => {
                         attributes.nest(NFTA_SET_ELEM_DATA, |data| {
-                            data.bytes(NFTA_DATA_VALUE, &value_bytes(values));
+                            data.bytes(NFTA_DATA_VALUE, &value_bytes(values, Bound::First));
                         });
                     }
                     Some(Data::Verdict(verdict)) => {
@@ -114,20 +124,35 @@ fn verdict_attributes(encoded: &mut Attributes, verdict: &Verdict) {
     }
 }
 
-/// The bytes of a key or of map data: one component as it is, several padded to 4 bytes each.
-fn value_bytes(values: &[Datum]) -> Vec<u8> {
+/// Which end of its ranges a key is written with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    First,
+    Last,
+}
+
+/// The bytes of a key or of map data: one component as it is, several padded to 4 bytes each;
+/// ranges by their first or last value.
+fn value_bytes(values: &[Datum], bound: Bound) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(values.len() * 4);
     for datum in values {
         let start = bytes.len();
         match datum {
             Datum::Ipv4(address) => bytes.extend_from_slice(&address.octets()),
             Datum::Ipv6(address) => bytes.extend_from_slice(&address.octets()),
+            Datum::Prefix(prefix) => match (prefix, bound) {
+                (IpNet::V4(net), Bound::First) => bytes.extend_from_slice(&net.network().octets()),
+                (IpNet::V4(net), Bound::Last) => bytes.extend_from_slice(&net.broadcast().octets()),
+                (IpNet::V6(net), Bound::First) => bytes.extend_from_slice(&net.network().octets()),
+                (IpNet::V6(net), Bound::Last) => bytes.extend_from_slice(&net.broadcast().octets()),
+            },
             Datum::Protocol(protocol) => bytes.push(*protocol),
             Datum::Port(port) => bytes.extend_from_slice(&port.to_be_bytes()),
-            Datum::Number(number) => bytes.extend_from_slice(&number.to_ne_bytes()),
-            Datum::Prefix(_) | Datum::PortRange(..) => {
-                unreachable!("prefixes and ranges are left to nft (Element::is_exact)")
+            Datum::PortRange(first, last) => {
+                let port = if bound == Bound::First { first } else { last };
+                bytes.extend_from_slice(&port.to_be_bytes());
             }
+            Datum::Number(number) => bytes.extend_from_slice(&number.to_ne_bytes()),
         }
         if values.len() > 1 {
             bytes.resize(start + (bytes.len() - start).next_multiple_of(4), 0);
@@ -159,14 +184,17 @@ mod tests {
             Datum::Port(80),
             Datum::Number(1),
         ];
-        let bytes = value_bytes(&key);
+        let bytes = value_bytes(&key, Bound::First);
         assert_eq!(bytes.len(), 16);
         assert_eq!(&bytes[..4], &[10, 96, 0, 1]);
         assert_eq!(&bytes[4..8], &[6, 0, 0, 0]);
         assert_eq!(&bytes[8..12], &[0, 80, 0, 0]);
         assert_eq!(&bytes[12..], &1u32.to_ne_bytes());
         // A single component keeps its own size.
-        assert_eq!(value_bytes(&[Datum::Port(8080)]), 8080u16.to_be_bytes());
+        assert_eq!(
+            value_bytes(&[Datum::Port(8080)], Bound::First),
+            8080u16.to_be_bytes()
+        );
     }
 
     #[test]

@@ -395,13 +395,17 @@ impl Element {
         write_element(out, &self.key, self.data.as_ref())
     }
 
-    /// Whether netlink can carry the element as podnet encodes it (prefixes and ranges need
-    /// interval handling, which is left to nft).
-    pub(crate) fn is_exact(&self) -> bool {
-        !self
-            .key
+    /// Whether the key holds ranges (prefixes, port ranges).
+    pub(crate) fn has_ranges(&self) -> bool {
+        self.key
             .iter()
             .any(|datum| matches!(datum, Datum::Prefix(_) | Datum::PortRange(..)))
+    }
+
+    /// Whether netlink can carry the element as podnet encodes it: anything but a lone range,
+    /// which an `rbtree` set wants as two elements (left to nft).
+    pub(crate) fn netlink_encodable(&self) -> bool {
+        self.key.len() > 1 || !self.has_ranges()
     }
 }
 

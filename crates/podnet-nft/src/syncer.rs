@@ -558,11 +558,11 @@ impl<G: Hash + Eq, B: Backend> Syncer<G, B> {
             self.settle_elements();
             return Ok(Committed::default());
         }
-        let exact = deletions
+        let encodable = deletions
             .iter()
             .chain(&additions)
-            .all(|(_, element)| element.is_exact());
-        if structural == 0 && exact {
+            .all(|(_, element)| element.netlink_encodable());
+        if structural == 0 && encodable {
             let changes: Vec<ElementChange<'_>> = deletions
                 .iter()
                 .map(|(set, element)| (set, Operation::Delete, element))

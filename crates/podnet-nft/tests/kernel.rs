@@ -163,3 +163,54 @@ fn the_syncer_sends_element_deltas_over_netlink_that_nft_reads_back() {
     );
     assert!(!listing.contains("10.244.1.5"), "{listing}");
 }
+
+#[test]
+fn ranges_in_concatenations_go_over_netlink_as_first_and_last_keys() {
+    let scratch = Scratch::new("ranges");
+    let table = Table {
+        family: Family::Ip,
+        name: "ranges-test",
+        comment: "test",
+    };
+    scratch
+        .1
+        .run(|| {
+            let mut syncer: Syncer<u32, Kernel> = Syncer::new(table, Kernel::new());
+            syncer.put_set(
+                Set::new(
+                    "allowed",
+                    "type ipv4_addr . ipv4_addr . inet_proto . inet_service",
+                )
+                .interval(),
+            );
+            let rule = |peer: &str, first: u16, last: u16| {
+                (
+                    "allowed",
+                    Element::key([
+                        Datum::Prefix("10.0.0.2/32".parse().unwrap()),
+                        Datum::Prefix(peer.parse().unwrap()),
+                        Datum::Protocol(6),
+                        Datum::PortRange(first, last),
+                    ]),
+                )
+            };
+            syncer.put_group(1, [rule("10.244.0.0/16", 80, 80)]);
+            assert!(syncer.commit().unwrap().rebuilt);
+            // Element changes alone: over netlink, ranges as first and last keys.
+            syncer.put_group(
+                1,
+                [rule("10.244.0.0/16", 80, 80), rule("192.0.2.0/24", 8000, 8099)],
+            );
+            let committed = syncer.commit().unwrap();
+            assert_eq!((committed.added, committed.structural), (1, 0));
+            syncer.put_group(1, [rule("192.0.2.0/24", 8000, 8099)]);
+            assert_eq!(syncer.commit().unwrap().deleted, 1);
+        })
+        .unwrap();
+    let listing = scratch.nft(&["list", "set", "ip", "ranges-test", "allowed"]);
+    assert!(
+        listing.contains("10.0.0.2 . 192.0.2.0/24 . tcp . 8000-8099"),
+        "{listing}"
+    );
+    assert!(!listing.contains("10.244.0.0/16"), "{listing}");
+}
