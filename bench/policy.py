@@ -191,7 +191,7 @@ def main():
     for _ in range(rounds):
         for setup in ("policies", "none"):
             apply(binary, path, lab_file(pods, policies, setup == "policies", False))
-            time.sleep(2)
+            time.sleep(5)
             figures[setup].append(data_path(server))
 
     print()
