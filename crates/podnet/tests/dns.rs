@@ -292,3 +292,65 @@ fn records_follow_services_as_they_come_and_go() {
     });
     assert!(gone.is_some());
 }
+
+#[test]
+fn a_cluster_whose_dns_is_down_resolves_nothing_until_it_is_back() {
+    // Seed 004: "if the coredns pods fail, neither outside names nor pods and services resolve".
+    let mut file = header(1);
+    file.push_str(&client());
+    file.push_str(&document(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {app: web}\nspec:\n  containers:\n  - {name: whoami, image: traefik/whoami}\n",
+    ));
+    file.push_str(&document(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports:\n  - {port: 80}\n",
+    ));
+    let lab = Lab::up(&file);
+    let name = "web.default.svc.cluster.local";
+    let ip = lab.service_ip("web");
+    assert_eq!(dig(&lab, "dns-query", &["+short", name]), [ip.as_str()]);
+
+    let down = file.replace("  nodes: 1\n", "  nodes: 1\n  dnsReplicas: 0\n");
+    lab.apply(&down);
+    assert!(
+        lab.get("pods", None)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(
+                |pod| !pod["metadata"]["name"].as_str().unwrap().starts_with("coredns-")
+                    || pod["metadata"]["deletionTimestamp"].is_string()
+            ),
+        "the DNS pods go"
+    );
+    // The service has no endpoint left: queries are refused at once, for every kind of name.
+    let refused = |name: &str| {
+        let output = lab.exec_output("dns-query", None, &["dig", "+time=2", "+tries=1", "+short", name]);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        (!output.status.success() && text.contains("connection refused")).then_some(text)
+    };
+    assert!(
+        eventually(10, || refused(name)).is_some(),
+        "queries still answered"
+    );
+    for other in ["www.example.com", "kube-dns.kube-system.svc.cluster.local"] {
+        assert!(refused(other).is_some(), "{other} answered");
+    }
+    let curl = lab.exec_output("dns-query", None, &["curl", "-sS", "-m", "5", "http://web"]);
+    assert!(
+        String::from_utf8_lossy(&curl.stderr).contains("Could not resolve host"),
+        "{curl:?}"
+    );
+    // The service itself still works by address.
+    let page = lab.exec(
+        "dns-query",
+        None,
+        &["curl", "-sS", "-m", "5", &format!("http://{ip}")],
+    );
+    assert!(page.contains("Hostname: web"), "{page}");
+
+    lab.apply(&file);
+    let back = eventually(15, || {
+        (dig(&lab, "dns-query", &["+short", name]) == [ip.as_str()]).then_some(())
+    });
+    assert!(back.is_some(), "the DNS did not come back");
+}

@@ -6,7 +6,8 @@
 //! them; their replicas start after every pod of the file, so the file's pods get the addresses
 //! they would get without them. Each replica runs `podnet dns` with the lab as its cluster source,
 //! on the node's resolver (`dnsPolicy: Default`): the external namespace's stub, which plays the
-//! internet's DNS. A lab with its own CNI configuration has no services data path, so no add-ons.
+//! internet's DNS. `spec.dnsReplicas` (2, as kubeadm) sets how many; 0 shows a cluster whose DNS
+//! is down. A lab with its own CNI configuration has no services data path, so no add-ons.
 
 use std::collections::BTreeMap;
 
@@ -32,8 +33,6 @@ pub const DNS_DEPLOYMENT: &str = "coredns";
 pub const DNS_SERVICE: &str = "kube-dns";
 /// The label selecting the DNS pods.
 const DNS_LABEL: (&str, &str) = ("k8s-app", "kube-dns");
-/// DNS replicas, as kubeadm runs.
-const DNS_REPLICAS: i32 = 2;
 /// TTL of cluster records (kubeadm's Corefile: `ttl 30`).
 const DNS_TTL: u32 = 30;
 /// Where the DNS server answers readiness probes (CoreDNS's `ready` plugin).
@@ -142,7 +141,7 @@ fn dns_deployment(file: &LabFile, lab: &str) -> Deployment {
     Deployment {
         metadata: metadata(DNS_DEPLOYMENT),
         spec: Some(DeploymentSpec {
-            replicas: Some(DNS_REPLICAS),
+            replicas: Some(i32::from(file.spec.dns_replicas)),
             selector: LabelSelector {
                 match_labels: Some(dns_labels()),
                 ..LabelSelector::default()

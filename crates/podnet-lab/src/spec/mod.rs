@@ -13,6 +13,7 @@
 //!   loadBalancerPool: 192.168.10.200-192.168.10.250
 //!   clusterDomain: cluster.local   # the cluster DNS's domain
 //!   clusterDNS: 10.96.0.10         # the kube-dns service's ClusterIP (in serviceCIDR)
+//!   dnsReplicas: 2                 # the cluster DNS's pods (0: a cluster whose DNS is down)
 //! ---
 //! apiVersion: v1
 //! kind: Pod
@@ -134,6 +135,8 @@ pub struct LabSpec {
     pub cluster_domain: String,
     /// The cluster DNS service's address (kubelet's `clusterDNS`).
     pub cluster_dns: Ipv4Addr,
+    /// How many pods serve the cluster DNS.
+    pub dns_replicas: u8,
 }
 
 /// What is wrong with a lab file, and where.
@@ -201,6 +204,8 @@ struct LabSpecDocument {
     cluster_domain: String,
     #[serde(default, rename = "clusterDNS")]
     cluster_dns: Option<String>,
+    #[serde(default = "default_dns_replicas")]
+    dns_replicas: u8,
 }
 
 impl Default for LabSpecDocument {
@@ -217,9 +222,18 @@ impl Default for LabSpecDocument {
             load_balancer_pool: default_load_balancer_pool(),
             cluster_domain: default_cluster_domain(),
             cluster_dns: None,
+            dns_replicas: default_dns_replicas(),
         }
     }
 }
+
+/// kubeadm runs two CoreDNS replicas.
+fn default_dns_replicas() -> u8 {
+    2
+}
+
+/// The most DNS replicas a lab runs (more only cost namespaces and processes).
+const MAX_DNS_REPLICAS: u8 = 10;
 
 fn default_cluster_domain() -> String {
     "cluster.local".into()
@@ -476,6 +490,7 @@ fn placeholder_spec() -> LabSpec {
         },
         cluster_domain: String::new(),
         cluster_dns: Ipv4Addr::UNSPECIFIED,
+        dns_replicas: 0,
     }
 }
 
@@ -609,6 +624,12 @@ fn lab_spec(header: LabDocument) -> Result<LabSpec, String> {
             nodes::node_addresses()
         ));
     }
+    let dns_replicas = header.spec.dns_replicas;
+    if dns_replicas > MAX_DNS_REPLICAS {
+        return Err(format!(
+            "spec.dnsReplicas: {dns_replicas} is more than a lab runs ({MAX_DNS_REPLICAS} at most)"
+        ));
+    }
     let cluster_domain = header.spec.cluster_domain.trim_end_matches('.').to_owned();
     check_name(&cluster_domain, 253).map_err(|message| format!("spec.clusterDomain: {message}"))?;
     // The tenth address of the service CIDR, as kubeadm picks it.
@@ -637,6 +658,7 @@ fn lab_spec(header: LabDocument) -> Result<LabSpec, String> {
         load_balancer_pool,
         cluster_domain,
         cluster_dns,
+        dns_replicas,
     })
 }
 
@@ -728,6 +750,7 @@ mod tests {
             "the tenth address"
         );
         assert_eq!(file.spec.cluster_domain, "cluster.local");
+        assert_eq!(file.spec.dns_replicas, 2, "as kubeadm runs CoreDNS");
         assert_eq!(file.spec.node_ports, (30000, 32767));
         assert_eq!(
             file.spec.load_balancer_pool.to_string(),
@@ -837,6 +860,10 @@ mod tests {
             (
                 format!("{HEADER}spec:\n  clusterDNS: 10.97.0.10\n"),
                 "spec.clusterDNS: 10.97.0.10 must be an address of spec.serviceCIDR",
+            ),
+            (
+                format!("{HEADER}spec:\n  dnsReplicas: 11\n"),
+                "spec.dnsReplicas: 11 is more than a lab runs (10 at most)",
             ),
             (
                 pod(
