@@ -6,7 +6,9 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressProtocol};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::Result;
@@ -63,13 +65,32 @@ impl Netlink {
     /// Assigns `address` to link `index` (with the broadcast address for IPv4, as `ip addr add
     /// ... brd +` does); fails with EEXIST when the link has it already.
     pub fn add_address(&mut self, index: u32, address: IpNet) -> Result<()> {
+        self.new_address(index, address, false)
+    }
+
+    /// Assigns `address` as [`add_address`](Self::add_address) does, usable at once: an IPv6
+    /// address skips duplicate address detection (`IFA_F_NODAD`) instead of staying tentative
+    /// until the kernel's DAD work runs after the link comes up (sockets cannot bind to it
+    /// meanwhile: "Cannot assign requested address").
+    pub fn add_address_at_once(&mut self, index: u32, address: IpNet) -> Result<()> {
+        self.new_address(index, address, true)
+    }
+
+    fn new_address(&mut self, index: u32, address: IpNet, no_dad: bool) -> Result<()> {
         let mut message = address_message(index, address);
-        if let IpNet::V4(v4) = address
-            && v4.prefix_len() < 31
-        {
-            message
-                .attributes
-                .push(AddressAttribute::Broadcast(v4.broadcast()));
+        match address {
+            IpNet::V4(v4) if v4.prefix_len() < 31 => {
+                message
+                    .attributes
+                    .push(AddressAttribute::Broadcast(v4.broadcast()));
+            }
+            IpNet::V6(_) if no_dad => {
+                message.header.flags = AddressHeaderFlags::Nodad;
+                message
+                    .attributes
+                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            }
+            _ => {}
         }
         self.execute(
             RouteNetlinkMessage::NewAddress(message),

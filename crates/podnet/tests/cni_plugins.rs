@@ -574,6 +574,12 @@ fn dual_stack_ranges_give_one_address_per_family() {
     assert_eq!(ip_of(&result, 0), "10.88.8.2");
     assert_eq!(ip_of(&result, 1), "fd00:10::2");
     node.add("b", &b, &conf).ok();
+    // Usable as soon as ADD answers: never tentative (no DAD unless the configuration asks).
+    let addresses = b.exec_ok("ip", &["-6", "addr", "show", "dev", "eth0", "scope", "global"]);
+    assert!(
+        addresses.contains("fd00:10::3/64 scope global nodad"),
+        "{addresses}"
+    );
     b.exec_ok("ping", &["-c1", "-W2", "fd00:10::2"]);
     assert!(node.nft_set("masq-v6").contains("fd00:10::/64"));
 }

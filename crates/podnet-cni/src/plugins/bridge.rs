@@ -451,7 +451,12 @@ fn attach(
         container_ns.run(|| sysctl::set(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0"))??;
     }
     for ip in &result.ips {
-        container.add_address(container_link.index, ip.address)?;
+        // Without DAD, usable before the answer goes back (else tentative until the kernel's
+        // DAD work runs after the link comes up, which a loaded node delays).
+        match keys.enabledad {
+            true => container.add_address(container_link.index, ip.address)?,
+            false => container.add_address_at_once(container_link.index, ip.address)?,
+        }
     }
     container.set_up(container_link.index)?;
     if keys.is_default_gateway {
