@@ -158,37 +158,38 @@ pub fn plan(node: &str, cluster: &Cluster<'_>) -> Plan {
         if selected.is_empty() {
             continue;
         }
-        if ingress {
-            plan.ingress
-                .isolated
-                .extend(selected.iter().map(|(_, address)| *address));
-            for rule in policy.spec.ingress.iter().flatten() {
-                let peers = peers(rule.from.as_deref(), namespace);
-                for (pod, address) in selected.iter() {
-                    allow(
-                        &mut plan.ingress,
-                        *address,
-                        &peers,
-                        rule.ports.as_deref(),
-                        |name, protocol, _| pod.port_named(name, protocol),
-                    );
-                }
+        // (isolates, where its allows go, its rules as peers and ports, where named ports are)
+        let ingress_rules = policy.spec.ingress.iter().flatten();
+        let egress_rules = policy.spec.egress.iter().flatten();
+        let directions = [
+            (
+                ingress,
+                &mut plan.ingress,
+                ingress_rules
+                    .map(|rule| (rule.from.as_deref(), rule.ports.as_deref()))
+                    .collect::<Vec<_>>(),
+                NamedOn::Local,
+            ),
+            (
+                egress,
+                &mut plan.egress,
+                egress_rules
+                    .map(|rule| (rule.to.as_deref(), rule.ports.as_deref()))
+                    .collect(),
+                NamedOn::Peer,
+            ),
+        ];
+        for (isolates, direction, rules, named_on) in directions {
+            if !isolates {
+                continue;
             }
-        }
-        if egress {
-            plan.egress
+            direction
                 .isolated
                 .extend(selected.iter().map(|(_, address)| *address));
-            for rule in policy.spec.egress.iter().flatten() {
-                let peers = peers(rule.to.as_deref(), namespace);
-                for (_, address) in selected.iter() {
-                    allow(
-                        &mut plan.egress,
-                        *address,
-                        &peers,
-                        rule.ports.as_deref(),
-                        |name, protocol, peer| peer.pod?.port_named(name, protocol),
-                    );
+            for (rule_peers, ports) in rules {
+                let peers = peers(rule_peers, namespace);
+                for (pod, address) in selected.iter() {
+                    allow(direction, (pod, *address), &peers, ports, named_on);
                 }
             }
         }
@@ -273,15 +274,26 @@ fn policy_types(spec: &NetworkPolicySpec) -> (bool, bool) {
     }
 }
 
-/// Adds what one rule allows `local` with `peers` on `ports`; `named` finds a named port on
-/// the destination (the local pod for ingress, the peer for egress).
+/// Where a named port is looked up: on the destination, which is the local pod for ingress
+/// and the peer for egress.
+#[derive(Clone, Copy)]
+enum NamedOn {
+    Local,
+    Peer,
+}
+
+/// Adds what one rule allows the local pod (at `local`'s address) with `peers` on `ports`.
 fn allow(
     direction: &mut Direction,
-    local: Ipv4Addr,
+    (pod, local): (&PodInfo, Ipv4Addr),
     peers: &[Peer<'_>],
     ports: Option<&[NetworkPolicyPort]>,
-    named: impl Fn(&str, u8, &Peer<'_>) -> Option<u16>,
+    named_on: NamedOn,
 ) {
+    let named = |name: &str, protocol: u8, peer: &Peer<'_>| match named_on {
+        NamedOn::Local => pod.port_named(name, protocol),
+        NamedOn::Peer => peer.pod?.port_named(name, protocol),
+    };
     let ports = ports.unwrap_or_default();
     if ports.is_empty() {
         direction.any.extend(peers.iter().map(|peer| (local, peer.block)));
