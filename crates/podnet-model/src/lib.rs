@@ -139,6 +139,17 @@ pub fn pod_host_network(pod: &Pod) -> bool {
         .unwrap_or(false)
 }
 
+/// A Kubernetes protocol name (`TCP` when absent, `UDP`, `SCTP`) as an IP protocol number;
+/// `None` for any other name.
+pub fn protocol_number(name: Option<&str>) -> Option<u8> {
+    match name.unwrap_or("TCP") {
+        "TCP" => Some(6),
+        "UDP" => Some(17),
+        "SCTP" => Some(132),
+        _ => None,
+    }
+}
+
 /// A pod's IPs as its status reports them.
 pub fn pod_ips(pod: &Pod) -> Vec<std::net::IpAddr> {
     let Some(status) = &pod.status else {

@@ -18,6 +18,7 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::{NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use podnet_model::protocol_number;
 use podnet_model::selector::selects;
 
 /// What the policy controller keeps of a pod.
@@ -46,7 +47,7 @@ impl PodInfo {
             .filter_map(|port| {
                 let name = port.name.clone()?;
                 let number = u16::try_from(port.container_port).ok()?;
-                Some((name, protocol_number(port.protocol.as_deref()), number))
+                Some((name, protocol_number(port.protocol.as_deref())?, number))
             })
             .collect();
         let address = (!podnet_model::pod_host_network(pod))
@@ -300,7 +301,10 @@ fn allow(
         return;
     }
     for port in ports {
-        let protocol = protocol_number(port.protocol.as_deref());
+        // Validation refuses other protocols; a port of none selects nothing.
+        let Some(protocol) = protocol_number(port.protocol.as_deref()) else {
+            continue;
+        };
         for peer in peers {
             let range = match &port.port {
                 None => Some((0, u16::MAX)),
@@ -388,15 +392,6 @@ pub fn subtract(block: Ipv4Net, excepts: &[Ipv4Net]) -> Vec<Ipv4Net> {
         .subnets(block.prefix_len() + 1)
         .map(|halves| halves.flat_map(|half| subtract(half, excepts)).collect())
         .unwrap_or_default()
-}
-
-/// `TCP`, `UDP`, `SCTP` (TCP when absent) as protocol numbers.
-fn protocol_number(protocol: Option<&str>) -> u8 {
-    match protocol {
-        Some("UDP") => 17,
-        Some("SCTP") => 132,
-        _ => 6,
-    }
 }
 
 #[cfg(test)]

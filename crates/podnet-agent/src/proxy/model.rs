@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use podnet_model::ObjectKey;
+use podnet_model::{ObjectKey, protocol_number};
 
 /// IP protocol numbers.
 pub const TCP: u8 = 6;
@@ -75,16 +75,6 @@ pub struct EndpointInfo {
     pub terminating: bool,
     /// The node it runs on.
     pub node: Option<Box<str>>,
-}
-
-/// `TCP`, `UDP`, `SCTP` as protocol numbers.
-pub fn protocol_number(name: Option<&str>) -> Option<u8> {
-    match name.unwrap_or("TCP") {
-        "TCP" => Some(TCP),
-        "UDP" => Some(UDP),
-        "SCTP" => Some(SCTP),
-        _ => None,
-    }
 }
 
 /// Labels that hand a service to another proxy, or declare it headless: kube-proxy leaves such
