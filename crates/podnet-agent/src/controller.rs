@@ -41,10 +41,34 @@ pub struct Reconciled {
     pub warnings: Vec<String>,
 }
 
+/// What reaches a controller's thread.
+enum Input {
+    /// A watch event.
+    Event(Arc<Event>),
+    /// Something other than the watch changed what it must do: reconcile (once synced).
+    Wake,
+}
+
 /// A running controller: where its events go.
 pub struct Handle {
     kinds: &'static [Kind],
-    events: SyncSender<Arc<Event>>,
+    events: SyncSender<Input>,
+}
+
+/// Asks a running controller for a reconcile, from any thread.
+#[derive(Clone)]
+pub struct Waker(Arc<dyn Fn() + Send + Sync>);
+
+impl Waker {
+    /// A waker that calls `wake`.
+    pub fn new(wake: impl Fn() + Send + Sync + 'static) -> Self {
+        Waker(Arc::new(wake))
+    }
+
+    /// Wakes the controller.
+    pub fn wake(&self) {
+        (self.0)();
+    }
 }
 
 impl Handle {
@@ -61,16 +85,25 @@ impl Handle {
         if !wanted {
             return;
         }
-        let mut event = event.clone();
+        let mut input = Input::Event(event.clone());
         loop {
-            match self.events.try_send(event) {
+            match self.events.try_send(input) {
                 Ok(()) | Err(TrySendError::Disconnected(_)) => return,
                 Err(TrySendError::Full(back)) => {
-                    event = back;
+                    input = back;
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
         }
+    }
+
+    /// A waker for the controller. With its backlog full a reconcile is coming anyway, so the
+    /// wake is not queued then.
+    pub fn waker(&self) -> Waker {
+        let events = self.events.clone();
+        Waker::new(move || {
+            let _ = events.try_send(Input::Wake);
+        })
     }
 }
 
@@ -85,7 +118,7 @@ pub fn spawn(mut controller: impl Controller) -> Handle {
     Handle { kinds, events }
 }
 
-fn run(controller: &mut impl Controller, events: &Receiver<Arc<Event>>) {
+fn run(controller: &mut impl Controller, inputs: &Receiver<Input>) {
     let name = controller.name();
     let mut synced = false;
     let mut last_error: Option<String> = None;
@@ -100,13 +133,17 @@ fn run(controller: &mut impl Controller, events: &Receiver<Arc<Event>>) {
         } else {
             next_resync.saturating_duration_since(Instant::now())
         };
-        match events.recv_timeout(wait) {
-            Ok(event) => {
+        let mut take = |input: Input| {
+            if let Input::Event(event) = input {
                 synced |= *event == Event::Synced;
                 controller.observe(&event);
-                while let Ok(event) = events.try_recv() {
-                    synced |= *event == Event::Synced;
-                    controller.observe(&event);
+            }
+        };
+        match inputs.recv_timeout(wait) {
+            Ok(input) => {
+                take(input);
+                while let Ok(input) = inputs.try_recv() {
+                    take(input);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}

@@ -47,10 +47,21 @@ pub async fn run(args: &AgentArgs, source: &dyn ClusterSource) -> Result<(), Str
         handles.push(controller::spawn(egress::Egress::new(&args.node)));
     }
     if args.runs(ControllerName::Policy) {
-        handles.push(controller::spawn(policy::Policy::new(
+        let admissions = Arc::new(policy::admission::Admissions::default());
+        let handle = controller::spawn(policy::Policy::new(
             &args.node,
             metrics.clone(),
-        )));
+            admissions.clone(),
+        ));
+        // Listening before the routing controller writes the CNI configuration: no pod is
+        // wired before a plugin can find us.
+        policy::admission::serve(admissions, handle.waker()).map_err(|err| {
+            format!(
+                "listen on the pod admission socket @{} ({err}): is another podnet agent running on this node?",
+                podnet_cni::admission::SOCKET
+            )
+        })?;
+        handles.push(handle);
     }
     let mut servers = Vec::new();
     if args.runs(ControllerName::Proxy) {

@@ -6,6 +6,7 @@
 //! plugin changes the kernel and prints a JSON result. [`spec`] holds the contract, [`skel`] the
 //! executable's life cycle, and each plugin module one plugin.
 
+pub mod admission;
 pub mod delegate;
 pub mod firewall;
 pub mod ipam;

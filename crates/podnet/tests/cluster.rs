@@ -193,6 +193,7 @@ fn the_agent_enforces_network_policies_from_the_kubernetes_api() {
         &dir,
         json!([
             namespace,
+            node("n1", "192.168.50.11", "10.50.0.0/24"),
             pod("db", "n1", "10.50.0.5"),
             pod("web", "n2", "10.50.1.7"),
             policy.clone()
@@ -211,20 +212,38 @@ fn the_agent_enforces_network_policies_from_the_kubernetes_api() {
             kubeconfig.to_str().unwrap(),
         ],
     );
-    let table = || {
-        let output = netns.exec("nft", &["list", "table", "ip", "podnet-policy"]);
+    let set = |name: &str| {
+        let output = netns.exec("nft", &["list", "set", "ip", "podnet-policy", name]);
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
-    let has = |text: &str| eventually(10, || table().contains(text).then_some(())).is_some();
+    let has = |name: &str, text: &str| eventually(10, || set(name).contains(text).then_some(())).is_some();
+    // The node's pod subnet passes only for the pods the plan covers: db, the one pod here.
+    assert!(
+        has("pod-subnets", "elements = { 10.50.0.0/24 }"),
+        "{}",
+        set("pod-subnets")
+    );
+    assert!(has("admitted", "elements = { 10.50.0.5 }"), "{}", set("admitted"));
     // db (on this node) admits web (on the other) on its port named pg, and nothing else.
-    assert!(has("elements = { 10.50.0.5 }"), "{}", table());
-    assert!(has("10.50.0.5 . 10.50.1.7 . tcp . 5432"), "{}", table());
+    assert!(
+        has("ingress-isolated", "elements = { 10.50.0.5 }"),
+        "{}",
+        set("ingress-isolated")
+    );
+    assert!(
+        has("ingress-ports", "10.50.0.5 . 10.50.1.7 . tcp . 5432"),
+        "{}",
+        set("ingress-ports")
+    );
     cluster_event(&netns, "DELETED", policy);
     assert!(
-        eventually(10, || (!table().contains("10.50.0.5")).then_some(())).is_some(),
+        eventually(10, || (!set("ingress-isolated").contains("10.50.0.5"))
+            .then_some(()))
+        .is_some(),
         "{}",
-        table()
+        set("ingress-isolated")
     );
+    assert!(set("admitted").contains("10.50.0.5"), "{}", set("admitted"));
 }
 
 #[test]

@@ -360,3 +360,194 @@ fn an_established_connection_outlives_a_policy_that_denies_new_ones() {
         std::fs::read_to_string(&said)
     );
 }
+
+#[test]
+fn a_new_pod_is_isolated_before_its_first_packet() {
+    // A UDP sink in x logging every datagram that reaches it, and a policy denying all egress
+    // of pods labelled `app: fresh`.
+    let sink = "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: sink\n  namespace: \"x\"\nspec:\n  nodeName: node1\n  containers:\n  - name: sink\n    image: python\n    command: [python3, -u, -c, \"import socket\\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\\ns.bind(('', 9000))\\nprint('listening')\\nwhile True: print(s.recv(100).decode().strip())\"]\n";
+    let base = format!(
+        "apiVersion: podnet.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: NAME\nspec:\n  nodes: 2\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: \"x\"\n{sink}{}",
+        policy(
+            "x",
+            "deny-fresh-egress",
+            "  podSelector: {matchLabels: {app: fresh}}\n  policyTypes: [Egress]\n"
+        )
+    );
+    let lab = Lab::up(&base);
+    let logs = || {
+        let output = lab.podnet(&["lab", "logs", "--lab", &lab.name, "-n", "x", "sink"]);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(
+        eventually(10, || logs().contains("listening").then_some(())).is_some(),
+        "the sink did not start: {}",
+        logs()
+    );
+    let sink_ip = lab.pod_ip_in("x", "sink");
+
+    // Two new pods on the other node send numbered datagrams to the sink from their first
+    // instant: 100 back to back, then 100 paced over a second or two. One is selected by the
+    // policy, the other is not. That node's agent is frozen while they are created (as a busy
+    // agent, or a kubelet publishing the pods' addresses late, would leave it behind): their
+    // sandboxes must wait for it rather than start unjudged.
+    let sender = |name: &str, app: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: \"x\"\n  labels: {{app: {app}}}\nspec:\n  nodeName: node2\n  containers:\n  - name: send\n    image: bash\n    command: [bash, -c, \"for ((i = 1; i <= 100; i++)); do echo {name} $i > /dev/udp/{sink_ip}/9000; done; for ((i = 101; i <= 200; i++)); do echo {name} $i > /dev/udp/{sink_ip}/9000; sleep 0.01; done; sleep infinity\"]\n"
+        )
+    };
+    let agent = agent_pid(&lab.name, "node2");
+    let file = format!(
+        "{base}{}{}",
+        sender("fresh", "fresh"),
+        sender("control", "control")
+    );
+    std::thread::scope(|scope| {
+        let applying = scope.spawn(|| lab.apply(&file));
+        run_ok("kill", &["-STOP", &agent]);
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        run_ok("kill", &["-CONT", &agent]);
+        applying.join().unwrap();
+    });
+    let received = eventually(20, || {
+        let text = logs();
+        text.contains("control 200").then_some(text)
+    })
+    .unwrap_or_else(|| panic!("the unselected pod's datagrams did not all arrive:\n{}", logs()));
+    // The unselected pod was admitted before its first datagram: nothing of it was lost at
+    // start-up. The selected one was isolated before its first: nothing of it got through.
+    assert!(
+        received.lines().any(|line| line == "control 1"),
+        "the unselected pod's first datagram was lost:\n{received}"
+    );
+    let leaked: Vec<&str> = received
+        .lines()
+        .filter(|line| line.starts_with("fresh "))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "datagrams of the isolated pod got through: {leaked:?}"
+    );
+
+    // An address of the node's pod subnet that no pod the agent knows holds (an interface
+    // wired behind the agent's back, or a pod whose plugin found no agent) is cut off until
+    // it is admitted.
+    let node_netns = format!("{}_node2", lab.name);
+    let subnet = lab.get("nodes", Some("node2"))["items"][0]["spec"]["podCIDR"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (network, prefix) = subnet.split_once('/').unwrap();
+    let (network, prefix): (std::net::Ipv4Addr, u32) = (network.parse().unwrap(), prefix.parse().unwrap());
+    let bridges = lab.netns_exec("node2", &["ip", "-j", "link", "show", "type", "bridge"]);
+    let bridge = serde_json::from_str::<serde_json::Value>(&bridges).unwrap()[0]["ifname"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stray = TestNetns::new("stray");
+    // Near the top of the subnet, where IPAM hands out addresses last.
+    let address = std::net::Ipv4Addr::from(u32::from(network) + (1 << (32 - prefix)) - 6);
+    let gateway = std::net::Ipv4Addr::from(u32::from(network) + 1);
+    run_ok(
+        "ip",
+        &[
+            "-n",
+            &node_netns,
+            "link",
+            "add",
+            "stray0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &stray.name,
+        ],
+    );
+    run_ok(
+        "ip",
+        &[
+            "-n",
+            &node_netns,
+            "link",
+            "set",
+            "stray0",
+            "master",
+            &bridge,
+            "up",
+        ],
+    );
+    stray.exec_ok(
+        "ip",
+        &["addr", "add", &format!("{address}/{prefix}"), "dev", "eth0"],
+    );
+    stray.exec_ok("ip", &["link", "set", "eth0", "up"]);
+    stray.exec_ok("ip", &["route", "add", "default", "via", &gateway.to_string()]);
+    let send = |tag: &str| {
+        stray.exec_ok(
+            "bash",
+            &[
+                "-c",
+                &format!("for i in 1 2 3 4 5; do echo {tag} $i > /dev/udp/{sink_ip}/9000; sleep 0.1; done"),
+            ],
+        );
+    };
+    send("stray");
+    run_ok(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &node_netns,
+            "nft",
+            "add",
+            "element",
+            "ip",
+            "podnet-policy",
+            "admitted",
+            &format!("{{ {address} }}"),
+        ],
+    );
+    send("admitted");
+    let received = eventually(10, || {
+        let text = logs();
+        text.contains("admitted 5").then_some(text)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the stray address, once admitted, did not reach the sink:\n{}",
+            logs()
+        )
+    });
+    assert!(
+        !received.contains("stray "),
+        "an address no pod holds reached the sink before it was admitted:\n{received}"
+    );
+}
+
+/// The process of the agent of `node` in lab `lab`.
+fn agent_pid(lab: &str, node: &str) -> String {
+    let arguments = |pid: &str| -> Vec<String> {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .unwrap_or_default()
+            .split(|byte| *byte == 0)
+            .map(|word| String::from_utf8_lossy(word).into_owned())
+            .collect()
+    };
+    let has = |words: &[String], flag: &str, value: &str| {
+        words.windows(2).any(|pair| pair[0] == flag && pair[1] == value)
+    };
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let words = arguments(&pid.to_string());
+            words.iter().any(|word| word == "agent")
+                && has(&words, "--node", node)
+                && has(&words, "--lab", lab)
+        })
+        .map(|pid| pid.to_string())
+        .unwrap_or_else(|| panic!("no agent process for {node} of lab {lab}"))
+}

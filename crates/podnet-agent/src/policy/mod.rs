@@ -12,6 +12,8 @@
 //!
 //! ```text
 //! forward:  ct state established,related accept        replies and admitted connections
+//!           ip saddr @pod-subnets ip saddr != @admitted drop   pods not judged yet
+//!           ip daddr @pod-subnets ip daddr != @admitted drop
 //!           ip saddr @egress-isolated jump egress      the client's side
 //!           ip daddr @ingress-isolated jump ingress    the server's side
 //! egress:   ip saddr . ip daddr @egress-any return                                   allowed
@@ -19,6 +21,13 @@
 //!           update @egress-drops { ip saddr } drop                 counted per pod, refused
 //! ingress:  the same, keyed by ip daddr . ip saddr
 //! ```
+//!
+//! No window for new pods: an address of this node's pod subnet passes only once the
+//! controller has admitted it, in the same transaction that isolates the pod if a policy
+//! selects it. Kubelet publishes a pod's address only after its containers start, so the CNI
+//! plugin reports it here first and waits until the pod is admitted ([`admission`]); a pod
+//! whose plugin could not wait (no agent listening) stays cut off until the agent learns its
+//! address from the API.
 //!
 //! The drop sets count, per pod, the packets refused (an element whose counter the kernel
 //! keeps; it goes after an hour without drops); `/metrics` reads them on each scrape.
@@ -28,20 +37,23 @@
 //! Calico's and Cilium's defaults); new ones are refused. Every change is one nft transaction:
 //! no packet ever sees half of it.
 
+pub mod admission;
 mod plan;
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
-use podnet_model::{Event, Kind, Mirror, Object};
+use podnet_model::{Event, Kind, Mirror, Object, ObjectKey};
 use podnet_nft::registry::{POLICY_TABLE, priority};
 use podnet_nft::{Chain, ChainType, Datum, Element, Hook, Kernel, Set, Syncer};
 
 use crate::controller::{Controller, Reconciled};
 use crate::metrics::Metrics;
+use admission::Admissions;
 use plan::Plan;
 pub use plan::{PodInfo, PolicyInfo};
 
@@ -54,25 +66,33 @@ const INGRESS_PORTS: &str = "ingress-ports";
 const EGRESS_PORTS: &str = "egress-ports";
 const INGRESS_DROPS: &str = "ingress-drops";
 const EGRESS_DROPS: &str = "egress-drops";
+/// This node's pod subnets, and the addresses in them whose pods the plan covers.
+const POD_SUBNETS: &str = "pod-subnets";
+const ADMITTED: &str = "admitted";
 /// How long a pod's drop counter lasts without a drop.
 const DROPS_KEPT: Duration = Duration::from_secs(3600);
 
 /// The policy controller of one node.
 pub struct Policy {
     node: String,
+    /// Every node's IPv4 pod subnets (this node's matter).
+    subnets: Mirror<Vec<Ipv4Net>>,
     pods: Mirror<PodInfo>,
     namespaces: Mirror<BTreeMap<String, String>>,
     policies: Mirror<PolicyInfo>,
     syncer: Syncer<&'static str, Kernel>,
     metrics: Arc<Metrics>,
+    /// Addresses CNI plugins reported, and the plugins waiting for their pods.
+    admissions: Arc<Admissions>,
     /// The plan last handed to the syncer: an unchanged direction is not handed again (at
     /// 1,000 policies its sets hold tens of thousands of elements).
     planned: Plan,
 }
 
 impl Policy {
-    /// The policy controller of node `node`, naming its pods' drop counters in `metrics`.
-    pub fn new(node: &str, metrics: Arc<Metrics>) -> Self {
+    /// The policy controller of node `node`, naming its pods' drop counters in `metrics` and
+    /// admitting the pods `admissions` reports.
+    pub fn new(node: &str, metrics: Arc<Metrics>, admissions: Arc<Admissions>) -> Self {
         let mut syncer = Syncer::new(POLICY_TABLE, Kernel::new());
         for set in sets() {
             syncer.put_set(set);
@@ -82,11 +102,13 @@ impl Policy {
         }
         Policy {
             node: node.to_owned(),
+            subnets: Mirror::new(Kind::Node),
             pods: Mirror::new(Kind::Pod),
             namespaces: Mirror::new(Kind::Namespace),
             policies: Mirror::new(Kind::NetworkPolicy),
             syncer,
             metrics,
+            admissions,
             planned: Plan::default(),
         }
     }
@@ -97,6 +119,8 @@ fn sets() -> Vec<Set> {
     let pair = "type ipv4_addr . ipv4_addr";
     let tuple = "type ipv4_addr . ipv4_addr . inet_proto . inet_service";
     vec![
+        Set::new(POD_SUBNETS, "type ipv4_addr").interval(),
+        Set::new(ADMITTED, "type ipv4_addr"),
         Set::new(INGRESS_ISOLATED, "type ipv4_addr"),
         Set::new(EGRESS_ISOLATED, "type ipv4_addr"),
         Set::new(INGRESS_ANY, pair).interval(),
@@ -132,6 +156,8 @@ fn chains() -> Vec<Chain> {
             priority::FILTER,
             vec![
                 "ct state established,related accept".to_owned(),
+                format!("ip saddr @{POD_SUBNETS} ip saddr != @{ADMITTED} drop"),
+                format!("ip daddr @{POD_SUBNETS} ip daddr != @{ADMITTED} drop"),
                 format!("ip saddr @{EGRESS_ISOLATED} jump egress"),
                 format!("ip daddr @{INGRESS_ISOLATED} jump ingress"),
             ],
@@ -194,10 +220,25 @@ impl Controller for Policy {
     }
 
     fn kinds(&self) -> &'static [Kind] {
-        &[Kind::Pod, Kind::Namespace, Kind::NetworkPolicy]
+        &[Kind::Node, Kind::Pod, Kind::Namespace, Kind::NetworkPolicy]
     }
 
     fn observe(&mut self, event: &Event) {
+        if let Event::Deleted(Kind::Pod, key) = event {
+            self.admissions.forget(key);
+        }
+        self.subnets.apply(event, |object| match object {
+            Object::Node(node) => Some(
+                podnet_model::node_pod_cidrs(node)
+                    .into_iter()
+                    .filter_map(|cidr| match cidr {
+                        IpNet::V4(v4) => Some(v4),
+                        IpNet::V6(_) => None,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        });
         self.pods.apply(event, |object| match object {
             Object::Pod(pod) => Some(PodInfo::of(pod)),
             _ => None,
@@ -226,14 +267,22 @@ impl Controller for Policy {
             .iter()
             .map(|(key, labels)| (key.name.clone(), labels.clone()))
             .collect();
+        let pods = self.pods_with_reports();
         let plan = plan::plan(
             &self.node,
             &plan::Cluster {
-                pods: self.pods.objects().values().collect(),
+                pods: pods.values().map(AsRef::as_ref).collect(),
                 namespaces: &namespaces,
                 policies: self.policies.objects().values().collect(),
             },
         );
+        // The local pods the plan covers (every one with an address).
+        let admitted: HashMap<Ipv4Addr, ObjectKey> = pods
+            .iter()
+            .filter(|(_, pod)| pod.node.as_deref() == Some(self.node.as_str()))
+            .filter_map(|(key, pod)| Some((pod.address?, (*key).clone())))
+            .collect();
+        drop(pods);
         let directions = [
             (
                 &plan.ingress,
@@ -260,17 +309,36 @@ impl Controller for Policy {
                 self.syncer.put_group(set, members);
             }
         }
+        let subnets = self
+            .subnets
+            .get(&ObjectKey::cluster(&self.node))
+            .cloned()
+            .unwrap_or_default();
+        let subnet_elements = subnets
+            .iter()
+            .map(|subnet| (POD_SUBNETS, Element::key([Datum::Prefix(IpNet::V4(*subnet))])));
+        self.syncer.put_group(POD_SUBNETS, subnet_elements);
+        let admitted_elements = admitted
+            .keys()
+            .map(|address| (ADMITTED, Element::key([Datum::Ipv4(*address)])));
+        self.syncer.put_group(ADMITTED, admitted_elements);
         self.syncer.verify().map_err(|err| err.to_string())?;
         let committed = self.syncer.commit().map_err(|err| err.to_string())?;
         self.planned = plan.clone();
-        let local = self
-            .pods
-            .objects()
+        let local = admitted
             .iter()
-            .filter(|(_, pod)| pod.node.as_deref() == Some(self.node.as_str()))
-            .filter_map(|(key, pod)| Some((pod.address?, key.to_string())))
+            .map(|(address, key)| (*address, key.to_string()))
             .collect();
         self.metrics.policy_pods(local);
+        self.admissions.committed(admitted);
+        let warnings = if subnets.is_empty() {
+            vec![format!(
+                "node {} has no IPv4 spec.podCIDR: pods are judged from their first packet, but the traffic of a pod not admitted yet is not dropped",
+                self.node
+            )]
+        } else {
+            Vec::new()
+        };
         let changes = if committed.is_empty() {
             Vec::new()
         } else {
@@ -280,10 +348,45 @@ impl Controller for Policy {
                 plan.egress.isolated.len()
             )]
         };
-        Ok(Reconciled {
-            changes,
-            ..Reconciled::default()
-        })
+        Ok(Reconciled { changes, warnings })
+    }
+}
+
+impl Policy {
+    /// Every pod, with the address a CNI plugin reported for a local pod whose status does not
+    /// carry one yet (unless another local pod still holds that address in its status).
+    fn pods_with_reports(&self) -> BTreeMap<&ObjectKey, Cow<'_, PodInfo>> {
+        let mut pods: BTreeMap<&ObjectKey, Cow<'_, PodInfo>> = self
+            .pods
+            .objects()
+            .iter()
+            .map(|(key, pod)| (key, Cow::Borrowed(pod)))
+            .collect();
+        let reported = self.admissions.reported();
+        if reported.is_empty() {
+            return pods;
+        }
+        let local = |pod: &PodInfo| pod.node.as_deref() == Some(self.node.as_str());
+        let held: HashSet<Ipv4Addr> = pods
+            .values()
+            .filter(|pod| local(pod))
+            .filter_map(|pod| pod.address)
+            .collect();
+        for (key, address) in reported {
+            let Some((key, pod)) = self.pods.objects().get_key_value(&key) else {
+                continue;
+            };
+            if pod.address.is_some() {
+                self.admissions.forget(key);
+            } else if local(pod) && !held.contains(&address) {
+                let filled = PodInfo {
+                    address: Some(address),
+                    ..pod.clone()
+                };
+                pods.insert(key, Cow::Owned(filled));
+            }
+        }
+        pods
     }
 }
 
@@ -343,6 +446,8 @@ mod tests {
             chains[0].rules,
             [
                 "ct state established,related accept",
+                "ip saddr @pod-subnets ip saddr != @admitted drop",
+                "ip daddr @pod-subnets ip daddr != @admitted drop",
                 "ip saddr @egress-isolated jump egress",
                 "ip daddr @ingress-isolated jump ingress"
             ]
@@ -372,5 +477,66 @@ mod tests {
                 "ingress-ports: 10.0.0.2/32 . 0.0.0.0/0 . tcp . 80-90"
             ]
         );
+    }
+
+    #[test]
+    fn a_reported_address_fills_in_only_a_local_pod_without_one_and_never_a_held_one() {
+        let pod = |name: &str, node: &str, address: Option<&str>| {
+            let mut pod = k8s_openapi::api::core::v1::Pod::default();
+            pod.metadata.name = Some(name.into());
+            pod.metadata.namespace = Some("x".into());
+            pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+                node_name: Some(node.into()),
+                ..Default::default()
+            });
+            pod.status = address.map(|address| k8s_openapi::api::core::v1::PodStatus {
+                pod_ip: Some(address.into()),
+                ..Default::default()
+            });
+            Event::Applied(Object::Pod(Box::new(pod)))
+        };
+        let key = |name: &str| ObjectKey {
+            namespace: "x".into(),
+            name: name.into(),
+        };
+        let admissions = Arc::new(Admissions::default());
+        let mut policy = Policy::new("n1", Arc::new(Metrics::default()), admissions.clone());
+        for event in [
+            pod("new", "n1", None),
+            pod("reused", "n1", None),
+            pod("old", "n1", Some("10.0.0.9")),
+            pod("elsewhere", "n2", None),
+            pod("started", "n1", Some("10.0.0.4")),
+        ] {
+            policy.observe(&event);
+        }
+        let reports = [("new", 5), ("reused", 9), ("elsewhere", 6), ("started", 3)];
+        for (name, last) in reports {
+            admissions.report(&key(name), Ipv4Addr::new(10, 0, 0, last));
+        }
+        let addresses: BTreeMap<String, Option<Ipv4Addr>> = policy
+            .pods_with_reports()
+            .into_iter()
+            .map(|(key, pod)| (key.name.clone(), pod.address))
+            .collect();
+        let address = |last| Some(Ipv4Addr::new(10, 0, 0, last));
+        assert_eq!(
+            addresses,
+            [
+                // Filled in: a local pod without an address.
+                ("new".into(), address(5)),
+                // Not while "old" still holds 10.0.0.9, nor for a pod of another node.
+                ("reused".into(), None),
+                ("old".into(), address(9)),
+                ("elsewhere".into(), None),
+                // The status wins, and the report is forgotten.
+                ("started".into(), address(4)),
+            ]
+            .into()
+        );
+        assert!(!admissions.reported().contains_key(&key("started")));
+        // A deleted pod's report goes with it.
+        policy.observe(&Event::Deleted(Kind::Pod, key("new")));
+        assert!(!admissions.reported().contains_key(&key("new")));
     }
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::loopback::open_netns;
 use super::{random_mac, random_suffix};
+use crate::admission;
 use crate::delegate;
 use crate::firewall::{self, Verb};
 use crate::phases;
@@ -173,7 +174,13 @@ impl Plugin for Bridge {
         let mut host = Netlink::connect()?;
         phases::end("netns");
         let mut undo = Undo::default();
-        match attach(call, &conf, &container_ns, &mut container, &mut host, &mut undo) {
+        let attached =
+            attach(call, &conf, &container_ns, &mut container, &mut host, &mut undo).and_then(|result| {
+                admission::await_admission(call, &result)?;
+                phases::end("admission");
+                Ok(result)
+            });
+        match attached {
             Ok(result) => Ok(result),
             Err(err) => Err(rollback(call, &conf, &mut container, &mut host, undo, err)),
         }
