@@ -2,11 +2,13 @@
 //! `netexec`, a server answering who it is over HTTP and UDP, and `connect`, a client that
 //! succeeds when a server answers.
 //!
-//! - `netexec --http-port=N --udp-port=M`: HTTP `GET /hostname`, `/clientip` (the client's
-//!   address as the server sees it), `/echo?msg=X`, `/healthz`; UDP datagrams `hostname`,
-//!   `clientip`, `echo X` get the same answers.
-//! - `connect HOST:PORT --protocol=tcp|udp --timeout=1s`: exit 0 when the server answers, 1
-//!   when it refuses or times out (UDP: a `hostname` datagram must be answered).
+//! - `netexec --http-port=N --udp-port=M --sctp-port=S`: HTTP `GET /hostname`, `/clientip`
+//!   (the client's address as the server sees it), `/echo?msg=X`, `/healthz`; UDP datagrams
+//!   `hostname`, `clientip`, `echo X` get the same answers; SCTP associations are answered
+//!   ([`crate::sctp`]: this kernel has no SCTP sockets).
+//! - `connect HOST:PORT --protocol=tcp|udp|sctp --timeout=1s`: exit 0 when the server answers,
+//!   1 when it refuses or times out (UDP: a `hostname` datagram must be answered; SCTP: an
+//!   INIT must be).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
@@ -82,9 +84,17 @@ fn netexec(args: &[String]) -> Result<(), String> {
             }
         });
     }
+    let sctp_port: Option<u16> = flag(args, "sctp-port").and_then(|port| port.parse().ok());
+    if let Some(port) = sctp_port {
+        std::thread::spawn(move || {
+            if let Err(err) = crate::sctp::serve(port) {
+                eprintln!("agnhost: sctp port {port}: {err}");
+            }
+        });
+    }
     let listener = TcpListener::bind(("0.0.0.0", http_port))
         .map_err(|err| format!("agnhost: http port {http_port}: {err}"))?;
-    println!("agnhost netexec: HTTP on {http_port}, UDP on {udp_port:?}");
+    println!("agnhost netexec: HTTP on {http_port}, UDP on {udp_port:?}, SCTP on {sctp_port:?}");
     for stream in listener.incoming().flatten() {
         std::thread::spawn(move || http(stream));
     }
@@ -164,8 +174,12 @@ fn connect(args: &[String]) -> Result<(), String> {
             println!("{}", String::from_utf8_lossy(&buffer[..length]));
             Ok(())
         }
+        "sctp" => match address {
+            SocketAddr::V4(address) => crate::sctp::probe(address, timeout),
+            SocketAddr::V6(_) => Err(format!("{destination}: SCTP is IPv4 only here")),
+        },
         other => Err(format!(
-            "agnhost connect: protocol {other:?} is not supported here (tcp, udp)"
+            "agnhost connect: protocol {other:?} is not supported here (tcp, udp, sctp)"
         )),
     }
 }

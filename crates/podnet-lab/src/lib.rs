@@ -24,6 +24,7 @@ pub mod protocol;
 pub mod reaper;
 pub mod resolv;
 pub mod sandbox;
+pub mod sctp;
 pub mod source;
 pub mod spec;
 pub mod topology;

@@ -1,6 +1,7 @@
 //! NetworkPolicy in a multi-node lab, after the upstream e2e suite's model: namespaces x, y
-//! and z with pods a, b and c each (serving TCP and UDP on ports 80 and 81, each port named as
-//! upstream names it), every pod behind a ClusterIP service of its own, spread over two nodes.
+//! and z with pods a, b and c each (serving TCP, UDP and SCTP on ports 80 and 81, each port
+//! named as upstream names it), every pod behind a ClusterIP service of its own, spread over
+//! two nodes.
 //! Each case applies policies, probes every pair through the services and compares the
 //! reachability matrix with the truth table the API's rules give.
 
@@ -40,7 +41,7 @@ fn model_file() -> String {
         for port in [80, 81] {
             let _ = write!(
                 containers,
-                "  - name: cont-{port}\n    image: registry.k8s.io/e2e-test-images/agnhost:2.52\n    args: [netexec, --http-port={port}, --udp-port={port}]\n    ports:\n    - {{name: serve-{port}-tcp, containerPort: {port}}}\n    - {{name: serve-{port}-udp, containerPort: {port}, protocol: UDP}}\n"
+                "  - name: cont-{port}\n    image: registry.k8s.io/e2e-test-images/agnhost:2.52\n    args: [netexec, --http-port={port}, --udp-port={port}, --sctp-port={port}]\n    ports:\n    - {{name: serve-{port}-tcp, containerPort: {port}}}\n    - {{name: serve-{port}-udp, containerPort: {port}, protocol: UDP}}\n    - {{name: serve-{port}-sctp, containerPort: {port}, protocol: SCTP}}\n"
             );
         }
         let _ = write!(
@@ -49,7 +50,7 @@ fn model_file() -> String {
         );
         let _ = write!(
             file,
-            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s-{pod}\n  namespace: \"{ns}\"\nspec:\n  selector: {{pod: {pod}}}\n  ports:\n  - {{name: p80-tcp, port: 80}}\n  - {{name: p80-udp, port: 80, protocol: UDP}}\n  - {{name: p81-tcp, port: 81}}\n  - {{name: p81-udp, port: 81, protocol: UDP}}\n"
+            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s-{pod}\n  namespace: \"{ns}\"\nspec:\n  selector: {{pod: {pod}}}\n  ports:\n  - {{name: p80-tcp, port: 80}}\n  - {{name: p80-udp, port: 80, protocol: UDP}}\n  - {{name: p81-tcp, port: 81}}\n  - {{name: p81-udp, port: 81, protocol: UDP}}\n  - {{name: p80-sctp, port: 80, protocol: SCTP}}\n  - {{name: p81-sctp, port: 81, protocol: SCTP}}\n"
         );
     }
     file
@@ -65,12 +66,29 @@ fn policy(namespace: &str, name: &str, spec: &str) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Probe {
     port: u16,
-    udp: bool,
+    protocol: &'static str,
 }
 
-const TCP_80: Probe = Probe { port: 80, udp: false };
-const TCP_81: Probe = Probe { port: 81, udp: false };
-const UDP_80: Probe = Probe { port: 80, udp: true };
+const TCP_80: Probe = Probe {
+    port: 80,
+    protocol: "tcp",
+};
+const TCP_81: Probe = Probe {
+    port: 81,
+    protocol: "tcp",
+};
+const UDP_80: Probe = Probe {
+    port: 80,
+    protocol: "udp",
+};
+const SCTP_80: Probe = Probe {
+    port: 80,
+    protocol: "sctp",
+};
+const SCTP_81: Probe = Probe {
+    port: 81,
+    protocol: "sctp",
+};
 
 /// The model's lab with each service's address.
 struct Model {
@@ -116,7 +134,7 @@ impl Model {
     /// pairs that connected.
     fn reachability(&self, probe: Probe) -> BTreeMap<(Pod, Pod), bool> {
         let podnet = podnet().to_str().unwrap().to_owned();
-        let protocol = if probe.udp { "udp" } else { "tcp" };
+        let protocol = probe.protocol;
         std::thread::scope(|scope| {
             let handles: Vec<_> = pods()
                 .into_iter()
@@ -172,8 +190,10 @@ impl Model {
 #[test]
 fn the_upstream_model_s_cases_give_their_truth_tables() {
     let model = Model::up();
-    // No policy: everybody reaches everybody.
-    model.assert_matrix("no policy", TCP_80, |_, _| true);
+    // No policy: everybody reaches everybody, over each protocol.
+    for probe in [TCP_80, UDP_80, SCTP_80] {
+        model.assert_matrix("no policy", probe, |_, _| true);
+    }
 
     // Default deny ingress in x: nothing reaches x's pods; the rest is untouched.
     let deny_x = policy(
@@ -184,6 +204,7 @@ fn the_upstream_model_s_cases_give_their_truth_tables() {
     model.apply(std::slice::from_ref(&deny_x));
     model.assert_matrix("deny ingress in x", TCP_80, |_, to| to.0 != "x");
     model.assert_matrix("deny ingress in x", UDP_80, |_, to| to.0 != "x");
+    model.assert_matrix("deny ingress in x", SCTP_80, |_, to| to.0 != "x");
     // The refused packets are counted per pod and direction (x/a runs on node1).
     let metrics = model
         .lab
@@ -196,9 +217,21 @@ fn the_upstream_model_s_cases_give_their_truth_tables() {
         .and_then(|line| line.rsplit(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no drop counter for x/a:\n{metrics}"));
     assert!(
-        dropped >= 9 * 2,
-        "every pod's TCP and UDP probe to x/a was refused: {dropped}"
+        dropped >= 9 * 3,
+        "every pod's TCP, UDP and SCTP probe to x/a was refused: {dropped}"
     );
+
+    // Plus: x/a admits everyone on its port named serve-80-sctp, over SCTP only (upstream's
+    // "should not allow access by TCP when a policy specifies only SCTP").
+    let sctp_only = policy(
+        "x",
+        "allow-sctp-80",
+        "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports:\n    - {port: serve-80-sctp, protocol: SCTP}\n",
+    );
+    model.apply(&[deny_x.clone(), sctp_only]);
+    model.assert_matrix("SCTP only, SCTP 80", SCTP_80, |_, to| to.0 != "x" || to.1 == "a");
+    model.assert_matrix("SCTP only, SCTP 81", SCTP_81, |_, to| to.0 != "x");
+    model.assert_matrix("SCTP only, TCP 80", TCP_80, |_, to| to.0 != "x");
 
     // Plus: x/a admits namespace y on port 80 only, and pods b of any namespace on 81.
     let allow_y = policy(
