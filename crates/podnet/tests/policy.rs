@@ -584,3 +584,97 @@ fn agent_pid(lab: &str, node: &str) -> String {
         .map(|pid| pid.to_string())
         .unwrap_or_else(|| panic!("no agent process for {node} of lab {lab}"))
 }
+
+#[test]
+fn a_policy_edit_never_drops_what_both_versions_allow_nor_passes_what_neither_does() {
+    // A server in x isolated for ingress, "good" allowed to it on 80, "bad" not; both probe it
+    // continuously while a second policy flips between two versions that both allow good on
+    // 80 and neither bad, but cut the allowed ranges differently (an ipBlock with bad carved
+    // out and a port range around 80, against a pod selector with another range).
+    let pods = "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: \"x\"\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: srv\n  namespace: \"x\"\n  labels: {role: srv}\nspec:\n  nodeName: node1\n  containers:\n  - name: srv\n    image: registry.k8s.io/e2e-test-images/agnhost:2.52\n    args: [netexec, --http-port=80]\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: good\n  namespace: \"x\"\n  labels: {role: good}\nspec:\n  nodeName: node2\n  containers:\n  - {name: pause, image: pause}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\n  namespace: \"x\"\n  labels: {role: bad}\nspec:\n  nodeName: node2\n  containers:\n  - {name: pause, image: pause}\n";
+    let header = "apiVersion: podnet.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: NAME\nspec:\n  nodes: 2\n";
+    let standing = [
+        policy(
+            "x",
+            "deny",
+            "  podSelector: {matchLabels: {role: srv}}\n  policyTypes: [Ingress]\n",
+        ),
+        policy(
+            "x",
+            "allow-good",
+            "  podSelector: {matchLabels: {role: srv}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {role: good}}\n    ports:\n    - {port: 80}\n",
+        ),
+    ]
+    .concat();
+    let lab = Lab::up(&format!("{header}{pods}{standing}"));
+    let (server, bad) = (lab.pod_ip_in("x", "srv"), lab.pod_ip_in("x", "bad"));
+    let versions = [
+        policy(
+            "x",
+            "churn",
+            &format!(
+                "  podSelector: {{matchLabels: {{role: srv}}}}\n  ingress:\n  - from:\n    - ipBlock: {{cidr: 10.244.0.0/16, except: [{bad}/32]}}\n    ports:\n    - {{port: 79, endPort: 81}}\n"
+            ),
+        ),
+        policy(
+            "x",
+            "churn",
+            "  podSelector: {matchLabels: {role: srv}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {role: good}}\n    ports:\n    - {port: 80, endPort: 90}\n",
+        ),
+    ];
+    lab.apply(&format!("{header}{pods}{standing}{}", versions[0]));
+
+    let dir = TestDir::new("churn");
+    let stop = dir.join("stop");
+    let probe = |pod: &str| {
+        let log = dir.join(pod);
+        let script = format!(
+            "while [ ! -e {stop} ]; do timeout 1 bash -c 'exec 3<>/dev/tcp/{server}/80' 2>/dev/null && echo pass >> {log} || echo fail >> {log}; done",
+            stop = stop.display(),
+            log = log.display()
+        );
+        Background::start_in_named(&format!("{}_x_{pod}", lab.name), "bash", &["-c", &script])
+    };
+    let _probes = [probe("good"), probe("bad")];
+    let count = |pod: &str, verdict: &str| {
+        std::fs::read_to_string(dir.join(pod))
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| *line == verdict)
+            .count()
+    };
+    assert!(
+        eventually(10, || (count("good", "pass") > 0).then_some(())).is_some(),
+        "good never reached the server"
+    );
+    // The kernel follows each version: its allowed ranges say which.
+    let ranges = || {
+        lab.netns_exec(
+            "node1",
+            &["nft", "list", "set", "ip", "podnet-policy", "ingress-ports"],
+        )
+    };
+    let marks = ["tcp . 79-81", "tcp . 80-90"];
+    for edit in 1..=30 {
+        lab.apply(&format!("{header}{pods}{standing}{}", versions[edit % 2]));
+        if edit <= 2 {
+            let mark = marks[edit % 2];
+            assert!(
+                eventually(5, || ranges().contains(mark).then_some(())).is_some(),
+                "version {} never reached the kernel:\n{}",
+                edit % 2,
+                ranges()
+            );
+        }
+    }
+    std::fs::write(&stop, "").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (passed, failed) = (count("good", "pass"), count("good", "fail"));
+    let (leaked, refused) = (count("bad", "pass"), count("bad", "fail"));
+    assert!(
+        passed > 30 && refused > 0,
+        "too few probes to judge: good {passed}/{failed}, bad {leaked}/{refused}"
+    );
+    assert_eq!(failed, 0, "good was dropped during the edits ({passed} passed)");
+    assert_eq!(leaked, 0, "bad got through during the edits ({refused} refused)");
+}
