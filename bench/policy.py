@@ -11,12 +11,14 @@ Driven by bench/policy.sh (which builds podnet and installs what is needed). One
    connects to the server in a tight loop throughout (10 ms timeout per attempt); the time from
    the lab daemon publishing the change (its log, as an API server's watch would carry it) to
    the start of the first attempt that shows it (so within 10 ms of when it took effect). p50/p99 over all changes, and the agent's RSS.
-3. Data path, interleaved ROUNDS times: iperf3 throughput client -> server (1 stream, SECONDS
-   s), TCP connect latency and 1-byte request/response latency (p50), in three setups: with the
-   policies; "detached": the same lab and table with the policy hook's chain emptied by hand
-   (what enforcement itself costs a packet, nothing else changed); "none": the lab re-applied
-   without policies (which also measures the aftermath of removing and re-adding every
-   element).
+3. Data path, ROUNDS rounds: iperf3 throughput client -> server (1 stream, SECONDS s after a
+   1 s warm-up, client on core 0, server on core 1), TCP connect latency and 1-byte
+   request/response latency (p50), in three setups: with the policies; "detached": the same lab
+   and table with the policy hook's chain emptied by hand (what enforcement itself costs a
+   packet, nothing else changed); "none": the lab re-applied without policies. Rounds alternate
+   which of "policies" and "none" goes first; each round gives a ratio, and the report is the
+   median ratio with the spread of the rounds (this machine is shared: one run's figures
+   swing by several percent).
 
     python3 bench/policy.py PODNET PODS POLICIES CHANGES ROUNDS SECONDS
 """
@@ -70,7 +72,7 @@ def lab_file(pods, policies, with_policies, probe):
     parts.append(
         "---\napiVersion: v1\nkind: Pod\nmetadata: {name: server, labels: {role: server}}\n"
         "spec:\n  nodeName: node1\n  containers:\n  - {name: web, image: traefik/whoami}\n"
-        "  - {name: iperf, image: networkstatic/iperf3, command: [iperf3, -s]}\n"
+        "  - {name: iperf, image: networkstatic/iperf3, command: [taskset, -c, \"1\", iperf3, -s]}\n"
         f"  - {{name: rr, image: python, command: [python3, {RR}, server, \"9000\"]}}\n")
     parts.append("---\napiVersion: v1\nkind: Pod\nmetadata: {name: client, labels: {role: client}}\n"
                  "spec: {nodeName: node2, containers: [{name: c, image: busybox, command: [sleep, infinity]}]}\n")
@@ -135,7 +137,7 @@ def agent_rss(node):
 
 
 def data_path(server):
-    iperf = in_client("taskset", "-c", "0", "iperf3", "-c", server, "-t", SECONDS, "-J",
+    iperf = in_client("taskset", "-c", "0", "iperf3", "-c", server, "-t", SECONDS, "-O", "1", "-J",
                       capture_output=True, text=True, check=True)
     gbits = json.loads(iperf.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
     connect = float(in_client("python3", "-c", CONNECT, server, "2000", capture_output=True, text=True,
@@ -144,17 +146,24 @@ def data_path(server):
     return gbits, connect, float(rr.stdout.split()[0])
 
 
-def detach_hook(detached):
-    """Empties the policy table's forward chain on both nodes, or puts its rules back (the agent
-    itself only rewrites it when its structure changes)."""
-    rules = ["ct state established,related accept", "ip saddr @egress-isolated jump egress",
-             "ip daddr @ingress-isolated jump ingress"]
-    script = "flush chain ip podnet-policy forward\n"
-    if not detached:
-        script += "".join(f"add rule ip podnet-policy forward {rule}\n" for rule in rules)
+def detach_hook(saved):
+    """Empties the policy table's forward chain on both nodes and returns its rules (as `nft -j`
+    lists them), or puts `saved` back (the agent itself only rewrites the chain when its
+    structure changes)."""
+    rules = {}
     for node in ("node1", "node2"):
-        subprocess.run(["ip", "netns", "exec", f"{LAB}_{node}", "nft", "-f", "-"], input=script, text=True,
-                       check=True)
+        netns = ["ip", "netns", "exec", f"{LAB}_{node}", "nft"]
+        if saved is None:
+            listing = json.loads(subprocess.run(netns + ["-j", "list", "chain", "ip", "podnet-policy", "forward"],
+                                                capture_output=True, text=True, check=True).stdout)
+            rules[node] = [item["rule"] for item in listing["nftables"] if "rule" in item]
+            subprocess.run(netns + ["flush", "chain", "ip", "podnet-policy", "forward"], check=True)
+        else:
+            commands = [{"add": {"rule": {key: value for key, value in rule.items() if key != "handle"}}}
+                        for rule in saved[node]]
+            subprocess.run(netns + ["-j", "-f", "-"], input=json.dumps({"nftables": commands}), text=True,
+                           check=True)
+    return rules
 
 
 def main():
@@ -204,16 +213,18 @@ def main():
     rss = (agent_rss("node1"), agent_rss("node2"))
 
     figures = {"policies": [], "detached": [], "none": []}
-    for _ in range(rounds):
-        apply(binary, path, lab_file(pods, policies, True, False))
-        time.sleep(5)
-        figures["policies"].append(data_path(server))
-        detach_hook(True)
-        figures["detached"].append(data_path(server))
-        detach_hook(False)
-        apply(binary, path, lab_file(pods, policies, False, False))
-        time.sleep(5)
-        figures["none"].append(data_path(server))
+    for round_ in range(rounds):
+        for setup in ("policies", "none") if round_ % 2 == 0 else ("none", "policies"):
+            apply(binary, path, lab_file(pods, policies, setup == "policies", False))
+            time.sleep(5)
+            figures[setup].append(data_path(server))
+            if setup == "policies":
+                saved = detach_hook(None)
+                figures["detached"].append(data_path(server))
+                detach_hook(saved)
+        print(f"# round {round_ + 1}: " + ", ".join(
+            f"{setup} {values[-1][0]:.2f} Gbit/s {values[-1][1]:.1f}/{values[-1][2]:.1f} us"
+            for setup, values in figures.items()), flush=True)
 
     print()
     print(f"Time from publish to enforcement, {len(delays)} changes with {policies} policies and "
@@ -223,18 +234,18 @@ def main():
               f"   max {delays[-1]:.1f} ms")
     print(f"  agent RSS: node1 {rss[0]:.1f} MB, node2 {rss[1]:.1f} MB")
     print()
-    print(f"Data path, median of {rounds} interleaved rounds (client node2 -> server node1):")
+    print(f"Data path, {rounds} rounds (client node2 -> server node1), medians:")
     print(f"{'setup':10} {'iperf3 Gbit/s':>14} {'connect us':>11} {'RR p50 us':>10}")
-    medians = {}
     for setup, values in figures.items():
-        medians[setup] = [statistics.median(column) for column in zip(*values)]
-        gbits, connect, rr = medians[setup]
+        gbits, connect, rr = (statistics.median(column) for column in zip(*values))
         print(f"{setup:10} {gbits:14.2f} {connect:11.1f} {rr:10.1f}")
-    ours = medians["policies"]
     for peer in ("detached", "none"):
-        other = medians[peer]
-        print(f"policies/{peer}: throughput {ours[0] / other[0]:.3f}, connect {ours[1] / other[1]:.3f}, "
-              f"RR {ours[2] / other[2]:.3f}")
+        line = []
+        for column, name in enumerate(("throughput", "connect", "RR")):
+            ratios = sorted(ours[column] / other[column]
+                            for ours, other in zip(figures["policies"], figures[peer]))
+            line.append(f"{name} {statistics.median(ratios):.3f} ({ratios[0]:.3f}-{ratios[-1]:.3f})")
+        print(f"policies/{peer}, median ratio of the rounds (range): " + ", ".join(line))
 
 
 if __name__ == "__main__":

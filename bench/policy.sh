@@ -4,8 +4,8 @@
 # pod-to-pod throughput, connect and request/response latency with those policies against
 # none, interleaved. See bench/policy.py.
 #
-#   bench/policy.sh [PODS] [POLICIES] [CHANGES] [ROUNDS] [SECONDS]   (default 500 1000 100 3 5)
+#   bench/policy.sh [PODS] [POLICIES] [CHANGES] [ROUNDS] [SECONDS]   (default 500 1000 100 8 4)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap '"$PODNET" lab down --lab polbench >/dev/null 2>&1' EXIT
-python3 bench/policy.py "$PODNET" "${1:-500}" "${2:-1000}" "${3:-100}" "${4:-3}" "${5:-5}"
+python3 bench/policy.py "$PODNET" "${1:-500}" "${2:-1000}" "${3:-100}" "${4:-8}" "${5:-4}"

@@ -139,6 +139,13 @@ pub fn pod_host_network(pod: &Pod) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether a pod has finished (phase `Succeeded` or `Failed`): its sandbox is gone and its
+/// address, still in its status, may already be another pod's.
+pub fn pod_finished(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|status| status.phase.as_deref());
+    matches!(phase, Some("Succeeded" | "Failed"))
+}
+
 /// A Kubernetes protocol name (`TCP` when absent, `UDP`, `SCTP`) as an IP protocol number;
 /// `None` for any other name.
 pub fn protocol_number(name: Option<&str>) -> Option<u8> {

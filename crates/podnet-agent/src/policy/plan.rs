@@ -30,7 +30,8 @@ pub struct PodInfo {
     pub labels: BTreeMap<String, String>,
     /// Its node.
     pub node: Option<String>,
-    /// Its IPv4 address, once it has one (hostNetwork pods have none of their own: `None`).
+    /// Its IPv4 address, once it has one and while it runs (hostNetwork pods have none of their
+    /// own, finished pods none any more: `None`).
     pub address: Option<Ipv4Addr>,
     /// Its containers' named ports: (name, protocol number, port).
     pub named_ports: Vec<(String, u8, u16)>,
@@ -50,7 +51,8 @@ impl PodInfo {
                 Some((name, protocol_number(port.protocol.as_deref())?, number))
             })
             .collect();
-        let address = (!podnet_model::pod_host_network(pod))
+        // A finished pod's address is no longer its own: IPAM may have handed it out again.
+        let address = (!podnet_model::pod_host_network(pod) && !podnet_model::pod_finished(pod))
             .then(|| {
                 podnet_model::pod_ips(pod).into_iter().find_map(|ip| match ip {
                     std::net::IpAddr::V4(v4) => Some(v4),
@@ -408,6 +410,25 @@ mod tests {
             node: Some(node.into()),
             address: Some(address.parse().unwrap()),
             named_ports: vec![("serve-80-tcp".into(), 6, 80)],
+        }
+    }
+
+    #[test]
+    fn a_finished_pod_has_no_address_any_more() {
+        let with_phase = |phase: &str| Pod {
+            status: Some(k8s_openapi::api::core::v1::PodStatus {
+                phase: Some(phase.into()),
+                pod_ip: Some("10.0.0.7".into()),
+                ..Default::default()
+            }),
+            ..Pod::default()
+        };
+        assert_eq!(
+            PodInfo::of(&with_phase("Running")).address,
+            Some(Ipv4Addr::new(10, 0, 0, 7))
+        );
+        for phase in ["Succeeded", "Failed"] {
+            assert_eq!(PodInfo::of(&with_phase(phase)).address, None, "{phase}");
         }
     }
 

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use podnet_model::{ObjectKey, pod_ips, pod_node};
+use podnet_model::{ObjectKey, pod_finished, pod_ips, pod_node};
 
 use super::workloads::short_hash;
 use crate::spec::SERVICE_NAME_LABEL;
@@ -107,8 +107,7 @@ pub fn for_service<'a>(
 /// The endpoint of `pod`, when it has an IP and has not finished.
 fn endpoint(key: &ObjectKey, pod: &Pod, service: &str, publish_not_ready: bool) -> Option<Endpoint> {
     let address = pod_ips(pod).into_iter().find(|ip| ip.is_ipv4())?;
-    let phase = pod.status.as_ref().and_then(|status| status.phase.as_deref());
-    if matches!(phase, Some("Succeeded" | "Failed")) {
+    if pod_finished(pod) {
         return None;
     }
     let serving = pod_ready(pod);
