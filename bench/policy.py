@@ -11,16 +11,20 @@ Driven by bench/policy.sh (which builds podnet and installs what is needed). One
    connects to the server in a tight loop throughout (10 ms timeout per attempt); the time from
    the lab daemon publishing the change (its log, as an API server's watch would carry it) to
    the start of the first attempt that shows it (so within 10 ms of when it took effect). p50/p99 over all changes, and the agent's RSS.
-3. Data path, ROUNDS rounds: iperf3 throughput client -> server (1 stream, SECONDS s after a
-   1 s warm-up, client on core 0, server on core 1), TCP connect latency and 1-byte
-   request/response latency (p50), in three setups: with the policies; "detached": the same lab
-   and table with the policy hook's chain emptied by hand (what enforcement itself costs a
-   packet, nothing else changed); "none": the lab re-applied without policies. Rounds alternate
-   which of "policies" and "none" goes first; each round gives a ratio, and the report is the
-   median ratio with the spread of the rounds (this machine is shared: one run's figures
-   swing by several percent).
+3. Data path: iperf3 throughput client -> server (1 stream, SECONDS s after a 1 s warm-up,
+   client on core 0, server on core 1), TCP connect latency and 1-byte request/response latency
+   (p50 of each block), in pairs of blocks, each pair giving a ratio; the report is the median
+   ratio of the pairs with its quartiles (this machine is shared: figures taken a minute apart
+   swing by 10% and more, so only many short, interleaved pairs resolve a few percent).
+   a. BLOCKS pairs "policies" / "detached": the same lab and table, with the policy hook's chain
+      emptied by hand for "detached"; toggling takes milliseconds, so the pairs are tight. This
+      bounds what enforcement costs from above: "detached" judges nothing, while a lab without
+      policies still runs the chain (established packets take its first rule, as here; a new
+      connection skips only the isolated server's two set lookups).
+   b. ROUNDS pairs "policies" / "none": the lab re-applied without the policies (seconds apart,
+      so much noisier).
 
-    python3 bench/policy.py PODNET PODS POLICIES CHANGES ROUNDS SECONDS
+    python3 bench/policy.py PODNET PODS POLICIES CHANGES BLOCKS ROUNDS SECONDS
 """
 
 import json
@@ -137,13 +141,34 @@ def agent_rss(node):
 
 
 def data_path(server):
+    """One block: (iperf3 Gbit/s, connect p50 us, RR p50 us)."""
     iperf = in_client("taskset", "-c", "0", "iperf3", "-c", server, "-t", SECONDS, "-O", "1", "-J",
                       capture_output=True, text=True, check=True)
     gbits = json.loads(iperf.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
-    connect = float(in_client("python3", "-c", CONNECT, server, "2000", capture_output=True, text=True,
+    connect = float(in_client("python3", "-c", CONNECT, server, "500", capture_output=True, text=True,
                               check=True).stdout)
-    rr = in_client("python3", RR, "client", server, "9000", "5000", capture_output=True, text=True, check=True)
+    rr = in_client("python3", RR, "client", server, "9000", "2000", capture_output=True, text=True, check=True)
     return gbits, connect, float(rr.stdout.split()[0])
+
+
+def quartiles(values):
+    values = sorted(values)
+    pick = lambda fraction: values[min(len(values) - 1, int(len(values) * fraction))]
+    return statistics.median(values), pick(0.25), pick(0.75)
+
+
+def report(name, pairs):
+    """Prints the medians of each side and the median ratio of the pairs (ours/peer)."""
+    print(f"{name}, {len(pairs)} pairs of blocks (client node2 -> server node1):")
+    print(f"  {'':10} {'iperf3 Gbit/s':>14} {'connect us':>11} {'RR p50 us':>10}")
+    for side, label in ((0, "policies"), (1, name.split("/")[1])):
+        gbits, connect, rr = (statistics.median(column) for column in zip(*(pair[side] for pair in pairs)))
+        print(f"  {label:10} {gbits:14.2f} {connect:11.1f} {rr:10.1f}")
+    line = []
+    for column, label in enumerate(("throughput", "connect", "RR")):
+        median, low, high = quartiles([ours[column] / peer[column] for ours, peer in pairs])
+        line.append(f"{label} {median:.3f} [{low:.3f}, {high:.3f}]")
+    print("  median ratio [quartiles]: " + ", ".join(line), flush=True)
 
 
 def detach_hook(saved):
@@ -168,8 +193,8 @@ def detach_hook(saved):
 
 def main():
     global SECONDS
-    binary, pods, policies, changes, rounds, SECONDS = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \
-        int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+    binary, pods, policies, changes, blocks, rounds, SECONDS = sys.argv[1], int(sys.argv[2]), \
+        int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
     work = tempfile.mkdtemp(prefix="podnet-polbench-")
     path = os.path.join(work, "lab.yaml")
     with open(path, "w") as out:
@@ -212,40 +237,41 @@ def main():
     delays.sort()
     rss = (agent_rss("node1"), agent_rss("node2"))
 
-    figures = {"policies": [], "detached": [], "none": []}
-    for round_ in range(rounds):
-        for setup in ("policies", "none") if round_ % 2 == 0 else ("none", "policies"):
-            apply(binary, path, lab_file(pods, policies, setup == "policies", False))
-            time.sleep(5)
-            figures[setup].append(data_path(server))
-            if setup == "policies":
-                saved = detach_hook(None)
-                figures["detached"].append(data_path(server))
-                detach_hook(saved)
-        print(f"# round {round_ + 1}: " + ", ".join(
-            f"{setup} {values[-1][0]:.2f} Gbit/s {values[-1][1]:.1f}/{values[-1][2]:.1f} us"
-            for setup, values in figures.items()), flush=True)
-
     print()
     print(f"Time from publish to enforcement, {len(delays)} changes with {policies} policies and "
           f"{pods + 2} pods (probe: a connect every <= 10 ms):")
     if delays:
         print(f"  p50 {statistics.median(delays):.1f} ms   p99 {delays[min(len(delays) - 1, int(len(delays) * 0.99))]:.1f} ms"
               f"   max {delays[-1]:.1f} ms")
-    print(f"  agent RSS: node1 {rss[0]:.1f} MB, node2 {rss[1]:.1f} MB")
+    print(f"  agent RSS: node1 {rss[0]:.1f} MB, node2 {rss[1]:.1f} MB", flush=True)
     print()
-    print(f"Data path, {rounds} rounds (client node2 -> server node1), medians:")
-    print(f"{'setup':10} {'iperf3 Gbit/s':>14} {'connect us':>11} {'RR p50 us':>10}")
-    for setup, values in figures.items():
-        gbits, connect, rr = (statistics.median(column) for column in zip(*values))
-        print(f"{setup:10} {gbits:14.2f} {connect:11.1f} {rr:10.1f}")
-    for peer in ("detached", "none"):
-        line = []
-        for column, name in enumerate(("throughput", "connect", "RR")):
-            ratios = sorted(ours[column] / other[column]
-                            for ours, other in zip(figures["policies"], figures[peer]))
-            line.append(f"{name} {statistics.median(ratios):.3f} ({ratios[0]:.3f}-{ratios[-1]:.3f})")
-        print(f"policies/{peer}, median ratio of the rounds (range): " + ", ".join(line))
+
+    def measure(setup):
+        if setup != "detached":
+            return data_path(server)
+        saved = detach_hook(None)
+        try:
+            return data_path(server)
+        finally:
+            detach_hook(saved)
+
+    def pair(peer, index, prepare=lambda setup: None):
+        """One pair of blocks, "policies" first in even pairs and second in odd ones."""
+        order = ("policies", peer) if index % 2 == 0 else (peer, "policies")
+        figures = {}
+        for setup in order:
+            prepare(setup)
+            figures[setup] = measure(setup)
+        return figures["policies"], figures[peer]
+
+    report("policies/detached", [pair("detached", index) for index in range(blocks)])
+    print()
+
+    def reapply(setup):
+        apply(binary, path, lab_file(pods, policies, setup == "policies", False))
+        time.sleep(3)
+
+    report("policies/none", [pair("none", index, reapply) for index in range(rounds)])
 
 
 if __name__ == "__main__":

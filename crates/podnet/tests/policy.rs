@@ -256,6 +256,29 @@ fn the_upstream_model_s_cases_give_their_truth_tables() {
     assert_ne!(relabelled, model_file());
     model.apply_file(&format!("{relabelled}{deny_x}{allow_y}"));
     model.assert_matrix("y relabelled", TCP_80, |_, to| to.0 != "x");
+    // A pod's labels change in place (same pod, same address): x/b becomes x/a's friend.
+    let friends = policy(
+        "x",
+        "friends",
+        "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {role: friend}}\n",
+    );
+    model.apply(&[deny_x.clone(), friends.clone()]);
+    model.assert_matrix("no friend yet", TCP_80, |_, to| to.0 != "x");
+    let x_b = model.lab.pod_ip_in("x", "b");
+    let befriended = model_file().replace(
+        "name: b\n  namespace: \"x\"\n  labels: {pod: b}",
+        "name: b\n  namespace: \"x\"\n  labels: {pod: b, role: friend}",
+    );
+    assert_ne!(befriended, model_file());
+    model.apply_file(&format!("{befriended}{deny_x}{friends}"));
+    assert_eq!(
+        model.lab.pod_ip_in("x", "b"),
+        x_b,
+        "x/b was replaced, not relabelled"
+    );
+    model.assert_matrix("x/b relabelled a friend", TCP_80, |from, to| {
+        to.0 != "x" || (to == ("x", "a") && from == ("x", "b"))
+    });
     // Allows add up: an allow-all ingress policy beside the deny opens x again.
     let allow_all = policy("x", "allow-all", "  podSelector: {}\n  ingress:\n  - {}\n");
     model.apply(&[deny_x.clone(), allow_all]);
@@ -329,6 +352,17 @@ fn the_upstream_model_s_cases_give_their_truth_tables() {
             to != ("z", "c") || from != ("x", "a")
         });
     }
+
+    // Default deny both ways in y: nothing reaches y's pods, and they reach nothing.
+    let deny_y = policy(
+        "y",
+        "deny-all",
+        "  podSelector: {}\n  policyTypes: [Ingress, Egress]\n",
+    );
+    model.apply(std::slice::from_ref(&deny_y));
+    model.assert_matrix("deny both ways in y", TCP_80, |from, to| {
+        from.0 != "y" && to.0 != "y"
+    });
 
     // All policies gone: everything reaches everything again.
     model.apply(&[]);

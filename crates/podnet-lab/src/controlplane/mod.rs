@@ -68,7 +68,10 @@ pub fn plan(file: &LabFile, running: &Cluster, paths: &LabPaths) -> Result<Clust
             .filter(|previous| previous.metadata.deletion_timestamp.is_none() && same_spec(previous, &pod));
         let pod = match kept {
             Some(previous) if pod_node(previous).is_none_or(|node| desired.nodes.contains_key(node)) => {
-                previous.clone()
+                // Labels change in place, as the API server lets them: same pod, same sandbox.
+                let mut kept = previous.clone();
+                kept.metadata.labels = pod.metadata.labels;
+                kept
             }
             _ => {
                 pod.metadata.uid = Some(workloads::new_uid(&key));
@@ -235,7 +238,7 @@ pub fn start_order(desired: &Cluster, file: &LabFile, paths: &LabPaths) -> Vec<O
 }
 
 /// Whether a running pod still matches the file's pod (its node aside, which the scheduler may
-/// have filled in).
+/// have filled in; its labels aside, which may change on a running pod).
 fn same_spec(running: &Pod, wanted: &Pod) -> bool {
     let mut running_spec = running.spec.clone();
     let wanted_spec = wanted.spec.clone();
@@ -244,7 +247,7 @@ fn same_spec(running: &Pod, wanted: &Pod) -> bool {
     {
         running.node_name = None;
     }
-    running_spec == wanted_spec && running.metadata.labels == wanted.metadata.labels
+    running_spec == wanted_spec
 }
 
 #[cfg(test)]
@@ -344,6 +347,23 @@ mod tests {
             .filter(|key| key.namespace == "default")
             .collect();
         assert_eq!(replicas, [&ready]);
+    }
+
+    #[test]
+    fn a_relabelled_pod_is_kept_with_its_new_labels() {
+        let pod = |labels: &str| {
+            file(&format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  labels: {labels}\nspec:\n  containers:\n  - {{name: c, image: nginx}}\n"
+            ))
+        };
+        let first = plan(&pod("{app: a}"), &Cluster::default(), &paths()).unwrap();
+        let relabelled = plan(&pod("{app: a, role: friend}"), &first, &paths()).unwrap();
+        let key = first.pods.keys().find(|key| key.name == "p").unwrap();
+        assert_eq!(first.pods[key].metadata.uid, relabelled.pods[key].metadata.uid);
+        assert_eq!(
+            relabelled.pods[key].metadata.labels,
+            Some([("app".into(), "a".into()), ("role".into(), "friend".into())].into())
+        );
     }
 
     #[test]

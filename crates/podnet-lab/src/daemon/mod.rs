@@ -267,16 +267,24 @@ impl Lab {
         for slice in desired.endpoint_slices.values() {
             events.extend(self.cluster.put(Object::EndpointSlice(Box::new(slice.clone()))));
         }
-        // New pods; the ones kept are stored already, with a fresher status than the plan's.
+        // New pods; the ones kept are stored already, with a fresher status than the plan's
+        // (relabelled ones get their new labels on that).
         for (key, pod) in &desired.pods {
-            if !self.terminating.contains(key)
-                && self
-                    .cluster
-                    .pods
-                    .get(key)
-                    .is_none_or(|stored| stored.metadata.uid != pod.metadata.uid)
-            {
-                events.extend(self.cluster.put(Object::Pod(Box::new(pod.clone()))));
+            if self.terminating.contains(key) {
+                continue;
+            }
+            let update = match self.cluster.pods.get(key) {
+                Some(stored) if stored.metadata.uid == pod.metadata.uid => {
+                    (stored.metadata.labels != pod.metadata.labels).then(|| {
+                        let mut relabelled = stored.clone();
+                        relabelled.metadata.labels = pod.metadata.labels.clone();
+                        relabelled
+                    })
+                }
+                _ => Some(pod.clone()),
+            };
+            if let Some(pod) = update {
+                events.extend(self.cluster.put(Object::Pod(Box::new(pod))));
             }
         }
         events.extend(controlplane::slices_for(&mut self.cluster, None));
