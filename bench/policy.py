@@ -21,7 +21,9 @@ Driven by bench/policy.sh (which builds podnet and installs what is needed). One
       bounds what enforcement costs from above: "detached" judges nothing, while a lab without
       policies still runs the chain (established packets take its first rule, as here; a new
       connection skips only the isolated server's two set lookups).
-   b. ROUNDS pairs "policies" / "none": the lab re-applied without the policies (seconds apart,
+   b. 100 pairs of 200 connects each, "policies" / "detached", toggled between the pairs (a
+      tenth of a second apart): the connect latency alone, finer than (a).
+   c. ROUNDS pairs "policies" / "none": the lab re-applied without the policies (seconds apart,
       so much noisier).
 
     python3 bench/policy.py PODNET PODS POLICIES CHANGES BLOCKS ROUNDS SECONDS
@@ -265,6 +267,27 @@ def main():
         return figures["policies"], figures[peer]
 
     report("policies/detached", [pair("detached", index) for index in range(blocks)])
+    print()
+
+    def connects(setup):
+        def run():
+            return float(in_client("python3", "-c", CONNECT, server, "200", capture_output=True, text=True,
+                                   check=True).stdout)
+        if setup != "detached":
+            return run()
+        saved = detach_hook(None)
+        try:
+            return run()
+        finally:
+            detach_hook(saved)
+
+    ratios = []
+    for index in range(100):
+        order = ("policies", "detached") if index % 2 == 0 else ("detached", "policies")
+        figures = {setup: connects(setup) for setup in order}
+        ratios.append(figures["policies"] / figures["detached"])
+    median, low, high = quartiles(ratios)
+    print(f"policies/detached, 100 pairs of 200 connects: median ratio {median:.3f} [{low:.3f}, {high:.3f}]")
     print()
 
     def reapply(setup):

@@ -69,26 +69,17 @@ struct Probe {
     protocol: &'static str,
 }
 
-const TCP_80: Probe = Probe {
-    port: 80,
-    protocol: "tcp",
-};
-const TCP_81: Probe = Probe {
-    port: 81,
-    protocol: "tcp",
-};
-const UDP_80: Probe = Probe {
-    port: 80,
-    protocol: "udp",
-};
-const SCTP_80: Probe = Probe {
-    port: 80,
-    protocol: "sctp",
-};
-const SCTP_81: Probe = Probe {
-    port: 81,
-    protocol: "sctp",
-};
+impl Probe {
+    const fn new(port: u16, protocol: &'static str) -> Self {
+        Probe { port, protocol }
+    }
+}
+
+const TCP_80: Probe = Probe::new(80, "tcp");
+const TCP_81: Probe = Probe::new(81, "tcp");
+const UDP_80: Probe = Probe::new(80, "udp");
+const SCTP_80: Probe = Probe::new(80, "sctp");
+const SCTP_81: Probe = Probe::new(81, "sctp");
 
 /// The model's lab with each service's address.
 struct Model {
