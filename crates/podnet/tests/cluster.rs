@@ -212,10 +212,11 @@ fn the_agent_enforces_network_policies_from_the_kubernetes_api() {
             kubeconfig.to_str().unwrap(),
         ],
     );
-    let set = |name: &str| {
-        let output = netns.exec("nft", &["list", "set", "ip", "podnet-policy", name]);
+    let list = |kind: &str, name: &str| {
+        let output = netns.exec("nft", &["list", kind, "ip", "podnet-policy", name]);
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
+    let set = |name: &str| list("set", name);
     let has = |name: &str, text: &str| eventually(10, || set(name).contains(text).then_some(())).is_some();
     // The node's pod subnet passes only for the pods the plan covers: db, the one pod here.
     assert!(
@@ -224,24 +225,33 @@ fn the_agent_enforces_network_policies_from_the_kubernetes_api() {
         set("pod-subnets")
     );
     assert!(has("admitted", "elements = { 10.50.0.5 }"), "{}", set("admitted"));
-    // db (on this node) admits web (on the other) on its port named pg, and nothing else.
+    // db (on this node) is isolated: its packets jump to its own chain, whose set admits web
+    // (on the other node) on its port named pg, and nothing else.
+    let jumps = || list("map", "ingress-pods");
     assert!(
-        has("ingress-isolated", "elements = { 10.50.0.5 }"),
+        jumps().contains("10.50.0.5 : jump ingress-10-50-0-5"),
         "{}",
-        set("ingress-isolated")
+        jumps()
+    );
+    assert_eq!(
+        list("chain", "ingress-10-50-0-5")
+            .lines()
+            .filter(|line| line.contains("return"))
+            .count(),
+        2,
+        "{}",
+        list("chain", "ingress-10-50-0-5")
     );
     assert!(
-        has("ingress-ports", "10.50.0.5 . 10.50.1.7 . tcp . 5432"),
+        has("ingress-10-50-0-5-ports", "10.50.1.7 . tcp . 5432"),
         "{}",
-        set("ingress-ports")
+        set("ingress-10-50-0-5-ports")
     );
     cluster_event(&netns, "DELETED", policy);
     assert!(
-        eventually(10, || (!set("ingress-isolated").contains("10.50.0.5"))
-            .then_some(()))
-        .is_some(),
+        eventually(10, || (!jumps().contains("10.50.0.5")).then_some(())).is_some(),
         "{}",
-        set("ingress-isolated")
+        jumps()
     );
     assert!(set("admitted").contains("10.50.0.5"), "{}", set("admitted"));
 }

@@ -673,10 +673,11 @@ fn a_policy_edit_never_drops_what_both_versions_allow_nor_passes_what_neither_do
         "good never reached the server"
     );
     // The kernel follows each version: its allowed ranges say which.
+    let ports_set = format!("ingress-{}-ports", server.replace('.', "-"));
     let ranges = || {
         lab.netns_exec(
             "node1",
-            &["nft", "list", "set", "ip", "podnet-policy", "ingress-ports"],
+            &["nft", "list", "set", "ip", "podnet-policy", &ports_set],
         )
     };
     let marks = ["tcp . 79-81", "tcp . 80-90"];

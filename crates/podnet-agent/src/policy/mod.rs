@@ -7,19 +7,22 @@
 //! every namespace of this kernel). Traffic the node itself sends (kubelet's probes,
 //! hostNetwork pods) leaves through `output` and is never judged, as the API asks.
 //!
-//! Table `ip podnet-policy`, with fixed rules that look everything up in sets, so a packet
-//! costs the same few lookups whatever the number of policies and pods:
+//! Table `ip podnet-policy`. A packet's first lookups find the pods it concerns in verdict
+//! maps keyed by address; each isolated pod has a chain of its own with sets of its own, so a
+//! connection's first packet costs the same few lookups, in sets no larger than what its own
+//! pods allow, whatever the number of policies and pods on the node:
 //!
 //! ```text
 //! forward:  ct state established,related accept        replies and admitted connections
 //!           ip saddr @pod-subnets ip saddr != @admitted drop   pods not judged yet
 //!           ip daddr @pod-subnets ip daddr != @admitted drop
-//!           ip saddr @egress-isolated jump egress      the client's side
-//!           ip daddr @ingress-isolated jump ingress    the server's side
-//! egress:   ip saddr . ip daddr @egress-any return                                   allowed
-//!           ip saddr . ip daddr . meta l4proto . th dport @egress-ports return
+//!           ip saddr vmap @egress-pods                 10.244.0.5 : jump egress-10-244-0-5
+//!           ip daddr vmap @ingress-pods                the server's side, the same way
+//! egress-10-244-0-5:                                   one per pod isolated for egress
+//!           ip daddr @egress-10-244-0-5-any return                  peers allowed everything
+//!           ip daddr . meta l4proto . th dport @egress-10-244-0-5-ports return
 //!           update @egress-drops { ip saddr } drop                 counted per pod, refused
-//! ingress:  the same, keyed by ip daddr . ip saddr
+//! ingress-10-244-0-7: the same, with the peer in ip saddr
 //! ```
 //!
 //! No window for new pods: an address of this node's pod subnet passes only once the
@@ -49,7 +52,7 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv4Net};
 use podnet_model::{Event, Kind, Mirror, Object, ObjectKey};
 use podnet_nft::registry::{POLICY_TABLE, priority};
-use podnet_nft::{Chain, ChainType, Datum, Element, Hook, Kernel, Set, Syncer};
+use podnet_nft::{Backend, Chain, ChainType, Datum, Element, Hook, Kernel, Set, Syncer, Verdict};
 
 use crate::controller::{Controller, Reconciled};
 use crate::metrics::Metrics;
@@ -57,18 +60,34 @@ use admission::Admissions;
 use plan::Plan;
 pub use plan::{PodInfo, PolicyInfo};
 
-/// The sets, named for the direction and what they hold.
-const INGRESS_ISOLATED: &str = "ingress-isolated";
-const EGRESS_ISOLATED: &str = "egress-isolated";
-const INGRESS_ANY: &str = "ingress-any";
-const EGRESS_ANY: &str = "egress-any";
-const INGRESS_PORTS: &str = "ingress-ports";
-const EGRESS_PORTS: &str = "egress-ports";
-const INGRESS_DROPS: &str = "ingress-drops";
-const EGRESS_DROPS: &str = "egress-drops";
 /// This node's pod subnets, and the addresses in them whose pods the plan covers.
 const POD_SUBNETS: &str = "pod-subnets";
 const ADMITTED: &str = "admitted";
+
+/// One direction of the table: its map of isolated pods, its drop counters, and which end of
+/// a packet is the local pod and which the peer.
+struct Side {
+    name: &'static str,
+    pods: &'static str,
+    drops: &'static str,
+    local: &'static str,
+    peer: &'static str,
+}
+
+const INGRESS: Side = Side {
+    name: "ingress",
+    pods: "ingress-pods",
+    drops: "ingress-drops",
+    local: "daddr",
+    peer: "saddr",
+};
+const EGRESS: Side = Side {
+    name: "egress",
+    pods: "egress-pods",
+    drops: "egress-drops",
+    local: "saddr",
+    peer: "daddr",
+};
 /// How long a pod's drop counter lasts without a drop.
 const DROPS_KEPT: Duration = Duration::from_secs(3600);
 
@@ -80,7 +99,7 @@ pub struct Policy {
     pods: Mirror<PodInfo>,
     namespaces: Mirror<BTreeMap<String, String>>,
     policies: Mirror<PolicyInfo>,
-    syncer: Syncer<&'static str, Kernel>,
+    syncer: Syncer<String, Kernel>,
     metrics: Arc<Metrics>,
     /// Addresses CNI plugins reported, and the plugins waiting for their pods.
     admissions: Arc<Admissions>,
@@ -97,9 +116,7 @@ impl Policy {
         for set in sets() {
             syncer.put_set(set);
         }
-        for chain in chains() {
-            syncer.put_chain(chain);
-        }
+        syncer.put_chain(forward());
         Policy {
             node: node.to_owned(),
             subnets: Mirror::new(Kind::Node),
@@ -114,104 +131,171 @@ impl Policy {
     }
 }
 
-/// The table's sets.
+/// The table's fixed sets and maps.
 fn sets() -> Vec<Set> {
-    let pair = "type ipv4_addr . ipv4_addr";
-    let tuple = "type ipv4_addr . ipv4_addr . inet_proto . inet_service";
-    vec![
+    let mut sets = vec![
         Set::new(POD_SUBNETS, "type ipv4_addr").interval(),
         Set::new(ADMITTED, "type ipv4_addr"),
-        Set::new(INGRESS_ISOLATED, "type ipv4_addr"),
-        Set::new(EGRESS_ISOLATED, "type ipv4_addr"),
-        Set::new(INGRESS_ANY, pair).interval(),
-        Set::new(EGRESS_ANY, pair).interval(),
-        Set::new(INGRESS_PORTS, tuple).interval(),
-        Set::new(EGRESS_PORTS, tuple).interval(),
-        Set::new(INGRESS_DROPS, "type ipv4_addr")
-            .dynamic(DROPS_KEPT)
-            .counting(),
-        Set::new(EGRESS_DROPS, "type ipv4_addr")
-            .dynamic(DROPS_KEPT)
-            .counting(),
-    ]
+    ];
+    for side in [&INGRESS, &EGRESS] {
+        sets.push(Set::map(side.pods, "type ipv4_addr", "verdict"));
+        sets.push(
+            Set::new(side.drops, "type ipv4_addr")
+                .dynamic(DROPS_KEPT)
+                .counting(),
+        );
+    }
+    sets
 }
 
-/// The table's chains: the hook, then one chain per direction.
-fn chains() -> Vec<Chain> {
-    let direction = |name: &str, local: &str, peer: &str, [any, ports, drops]: [&str; 3]| {
+/// The hook's chain.
+fn forward() -> Chain {
+    Chain::base(
+        "forward",
+        ChainType::Filter,
+        Hook::Forward,
+        priority::FILTER,
+        vec![
+            "ct state established,related accept".to_owned(),
+            format!("ip saddr @{POD_SUBNETS} ip saddr != @{ADMITTED} drop"),
+            format!("ip daddr @{POD_SUBNETS} ip daddr != @{ADMITTED} drop"),
+            format!("ip saddr vmap @{}", EGRESS.pods),
+            format!("ip daddr vmap @{}", INGRESS.pods),
+        ],
+    )
+}
+
+/// What one isolated pod allows in one direction: peers allowed everything, and (peer,
+/// protocol, first port, last port) tuples.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct PodRules {
+    any: Vec<Ipv4Net>,
+    ports: Vec<(Ipv4Net, u8, u16, u16)>,
+}
+
+/// A direction of the plan, pod by pod.
+fn by_pod(direction: &plan::Direction) -> BTreeMap<Ipv4Addr, PodRules> {
+    let mut pods: BTreeMap<Ipv4Addr, PodRules> = direction
+        .isolated
+        .iter()
+        .map(|pod| (*pod, PodRules::default()))
+        .collect();
+    for (pod, peer) in &direction.any {
+        pods.entry(*pod).or_default().any.push(*peer);
+    }
+    for (pod, peer, protocol, first, last) in &direction.ports {
+        pods.entry(*pod)
+            .or_default()
+            .ports
+            .push((*peer, *protocol, *first, *last));
+    }
+    pods
+}
+
+impl Side {
+    /// The chain of isolated pod `pod`, and the prefix of its sets' names.
+    fn chain_name(&self, pod: Ipv4Addr) -> String {
+        format!("{}-{}", self.name, pod.to_string().replace('.', "-"))
+    }
+
+    fn any_set(&self, pod: Ipv4Addr) -> String {
+        format!("{}-any", self.chain_name(pod))
+    }
+
+    fn ports_set(&self, pod: Ipv4Addr) -> String {
+        format!("{}-ports", self.chain_name(pod))
+    }
+
+    /// The chain judging `pod`'s traffic in this direction: allowed returns, the rest is
+    /// counted and dropped.
+    fn chain(&self, pod: Ipv4Addr) -> Chain {
+        let Side {
+            peer, local, drops, ..
+        } = self;
         Chain::regular(
-            name,
+            self.chain_name(pod),
             vec![
-                format!("ip {local} . ip {peer} @{any} return"),
-                format!("ip {local} . ip {peer} . meta l4proto . th dport @{ports} return"),
+                format!("ip {peer} @{} return", self.any_set(pod)),
+                format!(
+                    "ip {peer} . meta l4proto . th dport @{} return",
+                    self.ports_set(pod)
+                ),
                 format!("update @{drops} {{ ip {local} }} drop"),
             ],
         )
-    };
-    vec![
-        Chain::base(
-            "forward",
-            ChainType::Filter,
-            Hook::Forward,
-            priority::FILTER,
-            vec![
-                "ct state established,related accept".to_owned(),
-                format!("ip saddr @{POD_SUBNETS} ip saddr != @{ADMITTED} drop"),
-                format!("ip daddr @{POD_SUBNETS} ip daddr != @{ADMITTED} drop"),
-                format!("ip saddr @{EGRESS_ISOLATED} jump egress"),
-                format!("ip daddr @{INGRESS_ISOLATED} jump ingress"),
-            ],
-        ),
-        direction(
-            "egress",
-            "saddr",
-            "daddr",
-            [EGRESS_ANY, EGRESS_PORTS, EGRESS_DROPS],
-        ),
-        direction(
-            "ingress",
-            "daddr",
-            "saddr",
-            [INGRESS_ANY, INGRESS_PORTS, INGRESS_DROPS],
-        ),
-    ]
-}
+    }
 
-/// The elements of one direction's sets.
-fn elements(
-    direction: &plan::Direction,
-    isolated: &'static str,
-    any: &'static str,
-    ports: &'static str,
-) -> Vec<(&'static str, Element)> {
-    let prefix = |block: Ipv4Net| Datum::Prefix(IpNet::V4(block));
-    let local = |address: Ipv4Addr| Datum::Prefix(IpNet::V4(Ipv4Net::from(address)));
-    let mut out: Vec<(&'static str, Element)> = direction
-        .isolated
-        .iter()
-        .map(|address| (isolated, Element::key([Datum::Ipv4(*address)])))
-        .collect();
-    out.extend(
-        direction
+    /// The sets of `pod`'s chain.
+    fn pod_sets(&self, pod: Ipv4Addr) -> [Set; 2] {
+        [
+            Set::new(self.any_set(pod), "type ipv4_addr").interval(),
+            Set::new(self.ports_set(pod), "type ipv4_addr . inet_proto . inet_service").interval(),
+        ]
+    }
+
+    /// The elements of `pod`'s sets: (set, element).
+    fn pod_elements(&self, pod: Ipv4Addr, rules: &PodRules) -> Vec<(String, Element)> {
+        let prefix = |block: &Ipv4Net| Datum::Prefix(IpNet::V4(*block));
+        let any = self.any_set(pod);
+        let ports = self.ports_set(pod);
+        rules
             .any
             .iter()
-            .map(|(address, peer)| (any, Element::key([local(*address), prefix(*peer)]))),
-    );
-    out.extend(
-        direction
-            .ports
-            .iter()
-            .map(|(address, peer, protocol, first, last)| {
+            .map(|peer| (any.clone(), Element::key([prefix(peer)])))
+            .chain(rules.ports.iter().map(|(peer, protocol, first, last)| {
                 let key = [
-                    local(*address),
-                    prefix(*peer),
+                    prefix(peer),
                     Datum::Protocol(*protocol),
                     Datum::PortRange(*first, *last),
                 ];
-                (ports, Element::key(key))
-            }),
-    );
-    out
+                (ports.clone(), Element::key(key))
+            }))
+            .collect()
+    }
+
+    /// Hands `syncer` what changed from `before` to `now` in this direction: the chains and
+    /// sets of pods isolated or no longer, the elements of pods whose rules changed, the map.
+    fn program<B: Backend>(
+        &self,
+        syncer: &mut Syncer<String, B>,
+        now: &plan::Direction,
+        before: &plan::Direction,
+    ) {
+        if now == before {
+            return;
+        }
+        let (now, before) = (by_pod(now), by_pod(before));
+        for pod in before.keys().filter(|pod| !now.contains_key(pod)) {
+            for set in [self.any_set(*pod), self.ports_set(*pod)] {
+                syncer.remove_group(&set);
+                syncer.remove_set(&set);
+            }
+            syncer.remove_chain(&self.chain_name(*pod));
+        }
+        for (pod, rules) in &now {
+            if before.get(pod) == Some(rules) {
+                continue;
+            }
+            for set in self.pod_sets(*pod) {
+                syncer.put_set(set);
+            }
+            syncer.put_chain(self.chain(*pod));
+            let elements = self.pod_elements(*pod, rules);
+            // One group per set, so that a set nothing is left in is emptied too.
+            for set in [self.any_set(*pod), self.ports_set(*pod)] {
+                let members = elements
+                    .iter()
+                    .filter(|(name, _)| *name == set)
+                    .map(|(name, element)| (name.clone(), element.clone()));
+                syncer.put_group(set.clone(), members);
+            }
+        }
+        let jumps = now.keys().map(|pod| {
+            let jump = Verdict::Jump(self.chain_name(*pod));
+            (self.pods, Element::verdict([Datum::Ipv4(*pod)], jump))
+        });
+        syncer.put_group(self.pods.to_owned(), jumps);
+    }
 }
 
 impl Controller for Policy {
@@ -283,32 +367,8 @@ impl Controller for Policy {
             .filter_map(|(key, pod)| Some((pod.address?, (*key).clone())))
             .collect();
         drop(pods);
-        let directions = [
-            (
-                &plan.ingress,
-                &self.planned.ingress,
-                [INGRESS_ISOLATED, INGRESS_ANY, INGRESS_PORTS],
-            ),
-            (
-                &plan.egress,
-                &self.planned.egress,
-                [EGRESS_ISOLATED, EGRESS_ANY, EGRESS_PORTS],
-            ),
-        ];
-        for (direction, before, [isolated, any, ports]) in directions {
-            if direction == before {
-                continue;
-            }
-            let wanted = elements(direction, isolated, any, ports);
-            // One group per set, so that a set nothing is left in is emptied too.
-            for set in [isolated, any, ports] {
-                let members = wanted
-                    .iter()
-                    .filter(|(name, _)| *name == set)
-                    .map(|(name, element)| (*name, element.clone()));
-                self.syncer.put_group(set, members);
-            }
-        }
+        INGRESS.program(&mut self.syncer, &plan.ingress, &self.planned.ingress);
+        EGRESS.program(&mut self.syncer, &plan.egress, &self.planned.egress);
         let subnets = self
             .subnets
             .get(&ObjectKey::cluster(&self.node))
@@ -317,11 +377,11 @@ impl Controller for Policy {
         let subnet_elements = subnets
             .iter()
             .map(|subnet| (POD_SUBNETS, Element::key([Datum::Prefix(IpNet::V4(*subnet))])));
-        self.syncer.put_group(POD_SUBNETS, subnet_elements);
+        self.syncer.put_group(POD_SUBNETS.to_owned(), subnet_elements);
         let admitted_elements = admitted
             .keys()
             .map(|address| (ADMITTED, Element::key([Datum::Ipv4(*address)])));
-        self.syncer.put_group(ADMITTED, admitted_elements);
+        self.syncer.put_group(ADMITTED.to_owned(), admitted_elements);
         self.syncer.verify().map_err(|err| err.to_string())?;
         let committed = self.syncer.commit().map_err(|err| err.to_string())?;
         self.planned = plan.clone();
@@ -394,7 +454,8 @@ impl Policy {
 /// packets). Read with `nft`, for a scrape; empty when the table is not there.
 pub fn dropped() -> Vec<(&'static str, Ipv4Addr, u64)> {
     let mut counts = Vec::new();
-    for (direction, set) in [("ingress", INGRESS_DROPS), ("egress", EGRESS_DROPS)] {
+    for side in [&INGRESS, &EGRESS] {
+        let (direction, set) = (side.name, side.drops);
         let output = std::process::Command::new("nft")
             .args(["-j", "list", "set", "ip", POLICY_TABLE.name, set])
             .output();
@@ -440,43 +501,61 @@ mod tests {
     }
 
     #[test]
-    fn the_rules_look_everything_up_in_sets() {
-        let chains = chains();
+    fn a_packet_finds_its_pods_in_maps_and_each_isolated_pod_has_its_own_chain_and_sets() {
         assert_eq!(
-            chains[0].rules,
+            forward().rules,
             [
                 "ct state established,related accept",
                 "ip saddr @pod-subnets ip saddr != @admitted drop",
                 "ip daddr @pod-subnets ip daddr != @admitted drop",
-                "ip saddr @egress-isolated jump egress",
-                "ip daddr @ingress-isolated jump ingress"
+                "ip saddr vmap @egress-pods",
+                "ip daddr vmap @ingress-pods"
             ]
         );
+        let pod = Ipv4Addr::new(10, 0, 0, 2);
         assert_eq!(
-            chains[2].rules,
+            INGRESS.chain(pod).rules,
             [
-                "ip daddr . ip saddr @ingress-any return",
-                "ip daddr . ip saddr . meta l4proto . th dport @ingress-ports return",
+                "ip saddr @ingress-10-0-0-2-any return",
+                "ip saddr . meta l4proto . th dport @ingress-10-0-0-2-ports return",
                 "update @ingress-drops { ip daddr } drop"
             ]
         );
-        let direction = plan::Direction {
-            isolated: [Ipv4Addr::new(10, 0, 0, 2)].into(),
-            any: [(Ipv4Addr::new(10, 0, 0, 2), "10.1.0.0/16".parse().unwrap())].into(),
-            ports: [(Ipv4Addr::new(10, 0, 0, 2), Ipv4Net::default(), 6, 80, 90)].into(),
+
+        let mut syncer = Syncer::new(POLICY_TABLE, podnet_nft::Recorder::default());
+        for set in sets() {
+            syncer.put_set(set);
+        }
+        syncer.put_chain(forward());
+        syncer.commit().unwrap();
+        let isolated = plan::Direction {
+            isolated: [pod].into(),
+            any: [(pod, "10.1.0.0/16".parse().unwrap())].into(),
+            ports: [(pod, Ipv4Net::default(), 6, 80, 90)].into(),
         };
-        let text: Vec<String> = elements(&direction, INGRESS_ISOLATED, INGRESS_ANY, INGRESS_PORTS)
-            .iter()
-            .map(|(set, element)| format!("{set}: {}", element.text()))
-            .collect();
-        assert_eq!(
-            text,
-            [
-                "ingress-isolated: 10.0.0.2",
-                "ingress-any: 10.0.0.2/32 . 10.1.0.0/16",
-                "ingress-ports: 10.0.0.2/32 . 0.0.0.0/0 . tcp . 80-90"
-            ]
-        );
+        INGRESS.program(&mut syncer, &isolated, &plan::Direction::default());
+        syncer.commit().unwrap();
+        let added = syncer.backend().transactions.last().unwrap().clone();
+        for line in [
+            "add set ip podnet-policy ingress-10-0-0-2-any",
+            "add chain ip podnet-policy ingress-10-0-0-2",
+            "10.1.0.0/16",
+            "0.0.0.0/0 . tcp . 80-90",
+            "10.0.0.2 : jump ingress-10-0-0-2",
+        ] {
+            assert!(added.contains(line), "{line:?} not in:\n{added}");
+        }
+        // No longer isolated: its chain and sets go, with the map's element, in one transaction.
+        INGRESS.program(&mut syncer, &plan::Direction::default(), &isolated);
+        syncer.commit().unwrap();
+        let removed = syncer.backend().transactions.last().unwrap().clone();
+        for line in [
+            "delete element ip podnet-policy ingress-pods { 10.0.0.2 }",
+            "delete set ip podnet-policy ingress-10-0-0-2-ports",
+            "delete chain ip podnet-policy ingress-10-0-0-2",
+        ] {
+            assert!(removed.contains(line), "{line:?} not in:\n{removed}");
+        }
     }
 
     #[test]
