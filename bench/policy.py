@@ -142,6 +142,14 @@ def agent_rss(node):
     return float("nan")
 
 
+def settle():
+    """Waits until no nft runs (the agents' commits of a big change go through it), then two
+    seconds more for what follows them."""
+    while subprocess.run(["pgrep", "-x", "nft"], stdout=subprocess.DEVNULL).returncode == 0:
+        time.sleep(0.2)
+    time.sleep(2)
+
+
 def data_path(server):
     """One block: (iperf3 Gbit/s, connect p50 us, RR p50 us)."""
     iperf = in_client("taskset", "-c", "0", "iperf3", "-c", server, "-t", SECONDS, "-O", "1", "-J",
@@ -207,8 +215,7 @@ def main():
     # The agents' first commit of every element goes through nft (the table is created with
     # them, in one transaction); the measurements start once it is done.
     started = time.monotonic()
-    while subprocess.run(["pgrep", "-x", "nft"], stdout=subprocess.DEVNULL).returncode == 0:
-        time.sleep(0.2)
+    settle()
     print(f"# agents' first commit done {time.monotonic() - started:.1f} s later", flush=True)
     server = pod_ip(binary, "server")
 
@@ -292,7 +299,7 @@ def main():
 
     def reapply(setup):
         apply(binary, path, lab_file(pods, policies, setup == "policies", False))
-        time.sleep(3)
+        settle()
 
     report("policies/none", [pair("none", index, reapply) for index in range(rounds)])
 

@@ -44,7 +44,7 @@ pub mod admission;
 mod plan;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,6 +103,8 @@ pub struct Policy {
     metrics: Arc<Metrics>,
     /// Addresses CNI plugins reported, and the plugins waiting for their pods.
     admissions: Arc<Admissions>,
+    /// The pods with a chain, for ingress and for egress.
+    chained: [BTreeSet<Ipv4Addr>; 2],
     /// The plan last handed to the syncer: an unchanged direction is not handed again (at
     /// 1,000 policies its sets hold tens of thousands of elements).
     planned: Plan,
@@ -126,6 +128,7 @@ impl Policy {
             syncer,
             metrics,
             admissions,
+            chained: Default::default(),
             planned: Plan::default(),
         }
     }
@@ -253,33 +256,53 @@ impl Side {
             .collect()
     }
 
-    /// Hands `syncer` what changed from `before` to `now` in this direction: the chains and
-    /// sets of pods isolated or no longer, the elements of pods whose rules changed, the map.
+    /// Hands `syncer` what changed from `before` to `now` in this direction. A pod isolated
+    /// gets a chain and sets; they stay, emptied, while it is merely no longer isolated, and go
+    /// when it leaves the node (`local` holds the node's pods), so isolating a pod again, as
+    /// policies come and go, changes elements only (straight over netlink, no `nft` run).
+    /// `chained` is what pods have a chain, kept up to date.
     fn program<B: Backend>(
         &self,
         syncer: &mut Syncer<String, B>,
         now: &plan::Direction,
         before: &plan::Direction,
+        chained: &mut BTreeSet<Ipv4Addr>,
+        local: &HashMap<Ipv4Addr, ObjectKey>,
     ) {
+        let gone: Vec<Ipv4Addr> = chained
+            .iter()
+            .filter(|pod| !now.isolated.contains(pod) && !local.contains_key(pod))
+            .copied()
+            .collect();
+        for pod in gone {
+            for set in [self.any_set(pod), self.ports_set(pod)] {
+                syncer.remove_group(&set);
+                syncer.remove_set(&set);
+            }
+            syncer.remove_chain(&self.chain_name(pod));
+            chained.remove(&pod);
+        }
         if now == before {
             return;
         }
         let (now, before) = (by_pod(now), by_pod(before));
-        for pod in before.keys().filter(|pod| !now.contains_key(pod)) {
+        for pod in before
+            .keys()
+            .filter(|pod| !now.contains_key(pod) && chained.contains(pod))
+        {
             for set in [self.any_set(*pod), self.ports_set(*pod)] {
-                syncer.remove_group(&set);
-                syncer.remove_set(&set);
+                syncer.put_group(set, std::iter::empty::<(String, Element)>());
             }
-            syncer.remove_chain(&self.chain_name(*pod));
         }
         for (pod, rules) in &now {
-            if before.get(pod) == Some(rules) {
+            if before.get(pod) == Some(rules) && chained.contains(pod) {
                 continue;
             }
             for set in self.pod_sets(*pod) {
                 syncer.put_set(set);
             }
             syncer.put_chain(self.chain(*pod));
+            chained.insert(*pod);
             let elements = self.pod_elements(*pod, rules);
             // One group per set, so that a set nothing is left in is emptied too.
             for set in [self.any_set(*pod), self.ports_set(*pod)] {
@@ -367,8 +390,21 @@ impl Controller for Policy {
             .filter_map(|(key, pod)| Some((pod.address?, (*key).clone())))
             .collect();
         drop(pods);
-        INGRESS.program(&mut self.syncer, &plan.ingress, &self.planned.ingress);
-        EGRESS.program(&mut self.syncer, &plan.egress, &self.planned.egress);
+        let [ingress_chained, egress_chained] = &mut self.chained;
+        INGRESS.program(
+            &mut self.syncer,
+            &plan.ingress,
+            &self.planned.ingress,
+            ingress_chained,
+            &admitted,
+        );
+        EGRESS.program(
+            &mut self.syncer,
+            &plan.egress,
+            &self.planned.egress,
+            egress_chained,
+            &admitted,
+        );
         let subnets = self
             .subnets
             .get(&ObjectKey::cluster(&self.node))
@@ -533,7 +569,15 @@ mod tests {
             any: [(pod, "10.1.0.0/16".parse().unwrap())].into(),
             ports: [(pod, Ipv4Net::default(), 6, 80, 90)].into(),
         };
-        INGRESS.program(&mut syncer, &isolated, &plan::Direction::default());
+        let mut chained = BTreeSet::new();
+        let here: HashMap<Ipv4Addr, ObjectKey> = [(pod, ObjectKey::cluster("p"))].into();
+        INGRESS.program(
+            &mut syncer,
+            &isolated,
+            &plan::Direction::default(),
+            &mut chained,
+            &here,
+        );
         syncer.commit().unwrap();
         let added = syncer.backend().transactions.last().unwrap().clone();
         for line in [
@@ -545,8 +589,40 @@ mod tests {
         ] {
             assert!(added.contains(line), "{line:?} not in:\n{added}");
         }
-        // No longer isolated: its chain and sets go, with the map's element, in one transaction.
-        INGRESS.program(&mut syncer, &plan::Direction::default(), &isolated);
+        // No longer isolated: out of the map, its sets emptied, its chain kept while it is here.
+        INGRESS.program(
+            &mut syncer,
+            &plan::Direction::default(),
+            &isolated,
+            &mut chained,
+            &here,
+        );
+        syncer.commit().unwrap();
+        let emptied = syncer.backend().transactions.last().unwrap().clone();
+        assert!(emptied.contains("ingress-pods { 10.0.0.2"), "{emptied}");
+        assert!(!emptied.contains("delete chain"), "{emptied}");
+        // Isolated again: elements only.
+        INGRESS.program(
+            &mut syncer,
+            &isolated,
+            &plan::Direction::default(),
+            &mut chained,
+            &here,
+        );
+        syncer.commit().unwrap();
+        let again = syncer.backend().transactions.last().unwrap().clone();
+        assert!(
+            !again.contains("add chain") && again.contains("10.0.0.2 : jump"),
+            "{again}"
+        );
+        // Gone from the node: its chain and sets go, with the map's element, in one transaction.
+        INGRESS.program(
+            &mut syncer,
+            &plan::Direction::default(),
+            &isolated,
+            &mut chained,
+            &HashMap::new(),
+        );
         syncer.commit().unwrap();
         let removed = syncer.backend().transactions.last().unwrap().clone();
         for line in [
@@ -556,6 +632,7 @@ mod tests {
         ] {
             assert!(removed.contains(line), "{line:?} not in:\n{removed}");
         }
+        assert!(chained.is_empty());
     }
 
     #[test]
