@@ -3,7 +3,8 @@
 # shows it working: a pod on one node answers a pod on another without NAT, a ClusterIP is
 # DNATed to its pod, a NodePort answers from outside the cluster with the node as the client,
 # traffic to "the internet" leaves with the node's address, and pods find Services, pods and the
-# internet by name through the cluster DNS (kube-system/coredns behind kube-dns, 10.96.0.10). The lab keeps running
+# internet by name through the cluster DNS (kube-system/coredns behind kube-dns, 10.96.0.10), and
+# a NetworkPolicy closes a pod to all but the pods it names, until the client is labelled so. The lab keeps running
 # afterwards: explore it with target/release/podnet lab status|get|exec|logs, remove it with
 # `target/release/podnet lab down`.
 set -euo pipefail
@@ -43,4 +44,32 @@ step ip netns exec seed004_k8s-w1 bridge fdb show dev podnet.1
 printf 'How k8s-w1 maps Services to pods: verdict maps and endpoint maps, no chain per service.'
 step ip netns exec seed004_k8s-w1 nft list map ip podnet-proxy service-ips
 step ip netns exec seed004_k8s-w1 nft list map ip podnet-proxy cluster-endpoints
+
+printf 'NetworkPolicy: the whoami pod behind clusterip-dnat admits only pods labelled access=true on port 80.'
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+policy='---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: whoami-access}
+spec:
+  podSelector: {matchLabels: {name: clusterip-dnat}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {access: "true"}}}]
+    ports: [{port: 80}]'
+{ cat "$example"; echo "$policy"; } > "$work/policy.yaml"
+python3 -c 'import sys; text = open(sys.argv[1]).read(); open(sys.argv[2], "w").write(text.replace("  name: client\nspec:", "  name: client\n  labels: {access: \"true\"}\nspec:", 1))' \
+  "$work/policy.yaml" "$work/labelled.yaml"
+step "$podnet" lab apply "$work/policy.yaml"
+printf 'The client carries no such label: its connection is dropped (curl gives up, 000), and counted.'
+step "$podnet" lab exec client -- curl -s --max-time 2 -o /dev/null -w '%{http_code}\n' "http://$cluster_ip" || true
+step sh -c "ip netns exec seed004_k8s-w1 curl -s http://127.0.0.1:10249/metrics | grep '^podnet_policy_dropped'"
+printf 'How k8s-w1 judges it: the pod'"'"'s address jumps to a chain of its own, with sets of its own.'
+step ip netns exec seed004_k8s-w1 nft list map ip podnet-policy ingress-pods
+printf 'The client is labelled in place (same pod, same address): admitted.'
+step "$podnet" lab apply "$work/labelled.yaml"
+step "$podnet" lab exec client -- curl -s --max-time 2 -o /dev/null -w '%{http_code}\n' "http://$cluster_ip"
+printf 'Back to the example as written (no policy, no label).'
+step "$podnet" lab apply "$example"
+
 printf '\nThe lab keeps running: try `%s lab status`, `%s lab get endpointslices`;\nremove it with `%s lab down`.\n' "$podnet" "$podnet" "$podnet"

@@ -261,7 +261,9 @@ fn the_upstream_model_s_cases_give_their_truth_tables() {
         "name: b\n  namespace: \"x\"\n  labels: {pod: b, role: friend}",
     );
     assert_ne!(befriended, model_file());
-    model.apply_file(&format!("{befriended}{deny_x}{friends}"));
+    let said = model.lab.apply(&format!("{befriended}{deny_x}{friends}"));
+    assert!(said.contains("pod x/b relabelled"), "{said}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(
         model.lab.pod_ip_in("x", "b"),
         x_b,

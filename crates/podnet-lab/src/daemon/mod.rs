@@ -276,6 +276,7 @@ impl Lab {
             let update = match self.cluster.pods.get(key) {
                 Some(stored) if stored.metadata.uid == pod.metadata.uid => {
                     (stored.metadata.labels != pod.metadata.labels).then(|| {
+                        report(format!("pod {key} relabelled"));
                         let mut relabelled = stored.clone();
                         relabelled.metadata.labels = pod.metadata.labels.clone();
                         relabelled
