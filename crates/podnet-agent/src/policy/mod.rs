@@ -571,15 +571,14 @@ mod tests {
         };
         let mut chained = BTreeSet::new();
         let here: HashMap<Ipv4Addr, ObjectKey> = [(pod, ObjectKey::cluster("p"))].into();
-        INGRESS.program(
-            &mut syncer,
-            &isolated,
-            &plan::Direction::default(),
-            &mut chained,
-            &here,
-        );
-        syncer.commit().unwrap();
-        let added = syncer.backend().transactions.last().unwrap().clone();
+        let none = plan::Direction::default();
+        // Programs one change and returns the transaction it made.
+        let mut change = |now: &plan::Direction, before: &plan::Direction, local: &HashMap<_, _>| {
+            INGRESS.program(&mut syncer, now, before, &mut chained, local);
+            syncer.commit().unwrap();
+            syncer.backend().transactions.last().unwrap().clone()
+        };
+        let added = change(&isolated, &none, &here);
         for line in [
             "add set ip podnet-policy ingress-10-0-0-2-any",
             "add chain ip podnet-policy ingress-10-0-0-2",
@@ -590,41 +589,17 @@ mod tests {
             assert!(added.contains(line), "{line:?} not in:\n{added}");
         }
         // No longer isolated: out of the map, its sets emptied, its chain kept while it is here.
-        INGRESS.program(
-            &mut syncer,
-            &plan::Direction::default(),
-            &isolated,
-            &mut chained,
-            &here,
-        );
-        syncer.commit().unwrap();
-        let emptied = syncer.backend().transactions.last().unwrap().clone();
+        let emptied = change(&none, &isolated, &here);
         assert!(emptied.contains("ingress-pods { 10.0.0.2"), "{emptied}");
         assert!(!emptied.contains("delete chain"), "{emptied}");
         // Isolated again: elements only.
-        INGRESS.program(
-            &mut syncer,
-            &isolated,
-            &plan::Direction::default(),
-            &mut chained,
-            &here,
-        );
-        syncer.commit().unwrap();
-        let again = syncer.backend().transactions.last().unwrap().clone();
+        let again = change(&isolated, &none, &here);
         assert!(
             !again.contains("add chain") && again.contains("10.0.0.2 : jump"),
             "{again}"
         );
         // Gone from the node: its chain and sets go, with the map's element, in one transaction.
-        INGRESS.program(
-            &mut syncer,
-            &plan::Direction::default(),
-            &isolated,
-            &mut chained,
-            &HashMap::new(),
-        );
-        syncer.commit().unwrap();
-        let removed = syncer.backend().transactions.last().unwrap().clone();
+        let removed = change(&none, &isolated, &HashMap::new());
         for line in [
             "delete element ip podnet-policy ingress-pods { 10.0.0.2 }",
             "delete set ip podnet-policy ingress-10-0-0-2-ports",
