@@ -105,8 +105,9 @@ pub struct Policy {
     admissions: Arc<Admissions>,
     /// The pods with a chain, for ingress and for egress.
     chained: [BTreeSet<Ipv4Addr>; 2],
-    /// The plan last handed to the syncer: an unchanged direction is not handed again (at
-    /// 1,000 policies its sets hold tens of thousands of elements).
+    /// The plan last handed to the syncer: an unchanged direction, and a pod whose rules did
+    /// not change, is not handed again (at 1,000 policies a node holds tens of thousands of
+    /// elements).
     planned: Plan,
 }
 
